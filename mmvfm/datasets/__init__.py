@@ -1,0 +1,18 @@
+# Copyright (c) mmvfm contributors. All rights reserved.
+from .toy_coco import (
+    TOY_CLASSES,
+    TOY_COLORS,
+    TOY_PALETTE,
+    generate_toy_coco,
+    verify_toy_coco,
+)
+from .toy_coco_dataset import ToyCocoDataset
+
+__all__ = [
+    'TOY_CLASSES',
+    'TOY_COLORS',
+    'TOY_PALETTE',
+    'ToyCocoDataset',
+    'generate_toy_coco',
+    'verify_toy_coco',
+]

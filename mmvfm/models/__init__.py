@@ -1,0 +1,2 @@
+# Copyright (c) mmvfm contributors. All rights reserved.
+# Algorithms (FGD, GQPos, SiA, ...) register their modules here.

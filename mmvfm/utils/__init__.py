@@ -1,0 +1,17 @@
+# Copyright (c) mmvfm contributors. All rights reserved.
+# Keep this module light: mmvfm/__init__.py imports it before the stack
+# fixes of mmvfm.compat are applied, so nothing here may import
+# mmdet.models, mmpretrain or torchvision at module level.
+from ..version import check_versions
+from .config_path import load_config, load_run_config, resolve_config_path
+from .data_check import check_data_paths
+from .setup_env import register_all_modules
+
+__all__ = [
+    'check_data_paths',
+    'check_versions',
+    'load_config',
+    'load_run_config',
+    'register_all_modules',
+    'resolve_config_path',
+]

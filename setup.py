@@ -1,0 +1,115 @@
+# Copyright (c) mmvfm contributors. All rights reserved.
+"""Package metadata of mmvfm.
+
+Install the whole pinned stack with ``bash tools/install.sh``; it installs
+torch and mmcv (which must be built against the installed torch) before
+this package. ``pip install -e .`` alone expects them to be present.
+"""
+
+import os
+import os.path as osp
+import shutil
+import sys
+
+from setuptools import find_packages, setup
+
+ROOT = osp.dirname(osp.abspath(__file__))
+
+
+def readme() -> str:
+    with open(osp.join(ROOT, 'README.md'), encoding='utf-8') as f:
+        return f.read()
+
+
+def get_version() -> str:
+    scope: dict = {}
+    with open(osp.join(ROOT, 'mmvfm', 'version.py'), encoding='utf-8') as f:
+        exec(compile(f.read(), 'mmvfm/version.py', 'exec'), scope)
+    return scope['__version__']
+
+
+def parse_requirements(fname: str) -> list:
+    """Requirement lines of a file, following ``-r`` includes."""
+    reqs = []
+    with open(osp.join(ROOT, fname), encoding='utf-8') as f:
+        for line in f:
+            line = line.split('#')[0].strip()
+            if not line:
+                continue
+            if line.startswith('-r '):
+                reqs += parse_requirements(
+                    osp.join(osp.dirname(fname), line[3:].strip())
+                )
+            else:
+                reqs.append(line)
+    return reqs
+
+
+def add_mim_extension() -> None:
+    """Put configs/, tools/ and model-index.yml into ``mmvfm/.mim``.
+
+    ``mim train mmvfm CONFIG`` finds the training script and the configs
+    there: symlinks for editable installs, copies for wheels and sdists.
+    """
+    argv = ' '.join(sys.argv)
+    if 'develop' in argv or 'editable' in argv:
+        mode = 'symlink'
+    elif any(cmd in argv for cmd in ('sdist', 'bdist_wheel', 'install')):
+        mode = 'copy'
+    else:
+        return
+    mim_path = osp.join(ROOT, 'mmvfm', '.mim')
+    os.makedirs(mim_path, exist_ok=True)
+    for name in ('configs', 'tools', 'model-index.yml'):
+        src = osp.join(ROOT, name)
+        dst = osp.join(mim_path, name)
+        if not osp.exists(src):
+            continue
+        if osp.islink(dst) or osp.isfile(dst):
+            os.remove(dst)
+        elif osp.isdir(dst):
+            shutil.rmtree(dst)
+        if mode == 'symlink':
+            os.symlink(osp.relpath(src, mim_path), dst)
+        elif osp.isdir(src):
+            shutil.copytree(src, dst)
+        else:
+            shutil.copyfile(src, dst)
+
+
+if __name__ == '__main__':
+    add_mim_extension()
+    setup(
+        name='mmvfm',
+        version=get_version(),
+        description='Vision foundation model methods for MMDetection 3.x: '
+        'FGD, GQPos, SiA, Uni-Perceiver v2, ViSFT',
+        long_description=readme(),
+        long_description_content_type='text/markdown',
+        keywords='computer vision, object detection, distillation, DETR',
+        packages=find_packages(
+            exclude=('configs', 'tools', 'tests', 'projects', 'benchmarks')
+        ),
+        include_package_data=True,
+        package_data={'mmvfm': ['.mim/**/*', '.mim/*']},
+        python_requires='>=3.8',
+        license='Apache License 2.0',
+        classifiers=[
+            'License :: OSI Approved :: Apache Software License',
+            'Operating System :: OS Independent',
+            'Programming Language :: Python :: 3',
+        ],
+        # torch and mmcv are not listed: a torch the user already has (a
+        # CUDA build) must not be replaced, and mmcv must be built against
+        # it. tools/install.sh installs both first.
+        install_requires=[
+            r
+            for r in parse_requirements('requirements/runtime.txt')
+            if not r.startswith(('torch', 'mmcv'))
+        ],
+        extras_require={
+            'tests': parse_requirements('requirements/tests.txt'),
+            'mim': parse_requirements('requirements/mminstall.txt'),
+        },
+        zip_safe=False,
+    )

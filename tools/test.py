@@ -1,0 +1,126 @@
+# Copyright (c) mmvfm contributors. All rights reserved.
+"""Evaluate a checkpoint (COCO mAP via pycocotools for COCO configs).
+
+python tools/test.py CONFIG CHECKPOINT [--out results.pkl]
+    [--show-dir DIR] [--work-dir DIR] [--cfg-options ...]
+bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [options]
+"""
+
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import DictAction  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+import mmvfm  # noqa: E402,F401  (stack fixes, registries)
+from mmvfm.utils import (
+    check_data_paths,
+    load_run_config,  # noqa: E402
+    register_all_modules,
+)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test (and eval) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--work-dir', help='the dir to save the evaluation metrics'
+    )
+    parser.add_argument(
+        '--out',
+        type=str,
+        help='dump the predictions to a pickle file (.pkl/.pickle)',
+    )
+    parser.add_argument(
+        '--show', action='store_true', help='show prediction results'
+    )
+    parser.add_argument(
+        '--show-dir',
+        help='directory where painted images are saved (relative to the '
+        "run's timestamped folder in the work dir unless absolute)",
+    )
+    parser.add_argument(
+        '--wait-time', type=float, default=2, help='the interval of show (s)'
+    )
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, e.g. test_dataloader.batch_size=4',
+    )
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher',
+    )
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def enable_visualization(cfg, args) -> None:
+    """Switch the config's ``DetVisualizationHook`` on for --show(-dir)."""
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise SystemExit(
+            'error: --show/--show-dir need '
+            '`default_hooks.visualization` in the config'
+        )
+    hook['draw'] = True
+    if args.show:
+        hook['show'] = True
+        hook['wait_time'] = args.wait_time
+    if args.show_dir:
+        hook['test_out_dir'] = args.show_dir
+
+
+def build_test_cfg(args):
+    """Load the config and apply the command-line options to it."""
+    cfg = load_run_config(
+        args.config, args.cfg_options, args.work_dir, args.launcher
+    )
+    if not osp.isfile(args.checkpoint):
+        raise SystemExit(
+            f'error: checkpoint "{args.checkpoint}" does not exist'
+        )
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args)
+    if args.out is not None:
+        if not args.out.endswith(('.pkl', '.pickle')):
+            raise SystemExit('error: --out must be a .pkl or .pickle file')
+        evaluators = cfg.test_evaluator
+        if isinstance(evaluators, dict):
+            evaluators = [evaluators]
+        cfg.test_evaluator = list(evaluators) + [
+            dict(type='DumpDetResults', out_file_path=args.out)
+        ]
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = build_test_cfg(args)
+    register_all_modules(init_default_scope=False)
+    try:
+        check_data_paths(cfg, ['test_dataloader'])
+    except FileNotFoundError as e:
+        raise SystemExit(f'error: {e}') from None
+    if 'runner_type' in cfg:
+        runner = RUNNERS.build(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
+    return runner.test()
+
+
+if __name__ == '__main__':
+    main()
