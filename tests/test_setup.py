@@ -1,0 +1,69 @@
+# Copyright (c) mmvfm contributors. All rights reserved.
+"""Packaging: a wheel carries the mim metadata (configs, tools, index)."""
+
+import os.path as osp
+import shutil
+import subprocess
+import sys
+import zipfile
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def test_wheel_has_mim_extension(tmp_path):
+    src = tmp_path / 'src'
+    src.mkdir()
+    for name in ('setup.py', 'README.md', 'model-index.yml'):
+        shutil.copy(osp.join(REPO_ROOT, name), src / name)
+    for name in ('mmvfm', 'configs', 'tools', 'requirements'):
+        shutil.copytree(
+            osp.join(REPO_ROOT, name),
+            src / name,
+            ignore=shutil.ignore_patterns('__pycache__', '.mim'),
+        )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'pip',
+            'wheel',
+            '--no-deps',
+            '--no-build-isolation',
+            '-q',
+            '-w',
+            str(tmp_path / 'dist'),
+            '.',
+        ],
+        cwd=str(src),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    wheel = next((tmp_path / 'dist').glob('mmvfm-*.whl'))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for expected in (
+        'mmvfm/__init__.py',
+        'mmvfm/.mim/tools/train.py',
+        'mmvfm/.mim/tools/dist_train.sh',
+        'mmvfm/.mim/model-index.yml',
+        'mmvfm/.mim/configs/toy/metafile.yml',
+        'mmvfm/.mim/configs/toy/'
+        'retinanet_r18-w32_fpn_gn-head_1xb8-500i_toy-coco.py',
+    ):
+        assert expected in names, expected
+    assert not any(n.startswith(('tests/', 'projects/')) for n in names)
+
+
+def test_model_index_lists_existing_metafiles():
+    import yaml
+
+    with open(osp.join(REPO_ROOT, 'model-index.yml')) as f:
+        index = yaml.safe_load(f)
+    for metafile in index['Import']:
+        path = osp.join(REPO_ROOT, metafile)
+        assert osp.isfile(path), metafile
+        with open(path) as f:
+            meta = yaml.safe_load(f)
+        for model in meta['Models']:
+            assert osp.isfile(osp.join(REPO_ROOT, model['Config']))
