@@ -1,0 +1,59 @@
+# Copyright (c) mmvfm contributors. All rights reserved.
+"""Timing helpers shared by the benchmark scripts."""
+
+import statistics
+import time
+from typing import Callable, Dict, List
+
+import torch
+
+
+def _sync(device: str) -> None:
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def interleaved_median(
+    fns: Dict[str, Callable[[], object]],
+    repeats: int = 10,
+    warmup: int = 2,
+    device: str = 'cpu',
+) -> Dict[str, float]:
+    """Median wall time (s) of each callable, timed in interleaved rounds.
+
+    Args:
+        fns: name -> zero-argument callable (e.g. a forward+backward).
+        repeats: timed rounds; each round runs every callable once.
+        warmup: untimed rounds first.
+        device: ``'cuda...'`` synchronises around each call.
+
+    Returns:
+        dict: name -> median seconds.
+    """
+    if repeats < 1:
+        raise ValueError(f'repeats must be >= 1, got {repeats}')
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def report(medians: Dict[str, float], baseline: str) -> str:
+    """Format medians with their ratio to ``baseline`` (speed-up > 1 means
+    faster than the baseline)."""
+    base = medians[baseline]
+    lines = [f'threads={torch.get_num_threads()}']
+    for name, t in medians.items():
+        lines.append(
+            f'{name:>24s}: {t * 1e3:9.2f} ms   '
+            f'speed-up vs {baseline}: {base / t:5.2f}x'
+        )
+    return '\n'.join(lines)
