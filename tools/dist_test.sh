@@ -16,7 +16,7 @@ MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 TOOLS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 PYTHONPATH="$(dirname "$TOOLS")${PYTHONPATH:+:$PYTHONPATH}" \
-python -m torch.distributed.run \
+"${PYTHON:-python}" -m torch.distributed.run \
     --nnodes="$NNODES" \
     --node_rank="$NODE_RANK" \
     --master_addr="$MASTER_ADDR" \

@@ -2,6 +2,7 @@
 # Distributed training with torchrun through mmengine's pytorch launcher.
 #   bash tools/dist_train.sh CONFIG NUM_PROCS [train.py options]
 # Multi-machine: NNODES, NODE_RANK, MASTER_ADDR and PORT on every machine.
+# PYTHON picks the interpreter (default: python on PATH).
 # Backend: nccl on GPUs; without CUDA mmvfm switches to gloo (one process
 # per CPU share: torchrun sets OMP_NUM_THREADS=1 unless you set it).
 set -euo pipefail
@@ -18,7 +19,7 @@ MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 TOOLS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 PYTHONPATH="$(dirname "$TOOLS")${PYTHONPATH:+:$PYTHONPATH}" \
-python -m torch.distributed.run \
+"${PYTHON:-python}" -m torch.distributed.run \
     --nnodes="$NNODES" \
     --node_rank="$NODE_RANK" \
     --master_addr="$MASTER_ADDR" \

@@ -1,2 +1,2 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
-# Algorithms (FGD, GQPos, SiA, ...) register their modules here.
+from . import distillers, losses  # noqa: F401  (register into mmdet)

@@ -17,4 +17,5 @@ def register_all_modules(init_default_scope: bool = True) -> None:
     register_mmdet_modules(init_default_scope=init_default_scope)
 
     import mmvfm.datasets  # noqa: F401
+    import mmvfm.engine  # noqa: F401
     import mmvfm.models  # noqa: F401

@@ -6,6 +6,7 @@ import os
 import os.path as osp
 import socket
 import subprocess
+import sys
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -29,6 +30,7 @@ def test_dist_train_two_processes(tiny_cfg, tmp_path):
     env = dict(os.environ)
     env.update(
         PORT=str(free_port()),
+        PYTHON=sys.executable,
         OMP_NUM_THREADS='1',
         PYTHONPATH=osp.join(REPO_ROOT, 'tests', 'data')
         + os.pathsep

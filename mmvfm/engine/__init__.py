@@ -1,0 +1,4 @@
+# Copyright (c) mmvfm contributors. All rights reserved.
+from .optimizers import DistillerOptimWrapperConstructor
+
+__all__ = ['DistillerOptimWrapperConstructor']
