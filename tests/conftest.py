@@ -98,3 +98,60 @@ def tiny_cfg(toy_root, tmp_path, request):
         return tiny_detector_cfg(toy_root, str(tmp_path / name), **kwargs)
 
     return make
+
+
+@pytest.fixture
+def dist_train_probed(tmp_path):
+    """Factory: ``run(cfg) -> [rank0_record, rank1_record]``.
+
+    Runs ``tools/dist_train.sh <cfg> 2`` (torchrun, gloo, one thread per
+    process) with ``tests/data/ddp_probe_hook.py``'s ``DDPProbeHook``
+    mixed in, and returns what the hook recorded on each rank.
+    """
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    def run(cfg):
+        probe_dir = str(tmp_path / 'probe')
+        cfg.custom_imports = dict(
+            imports=['mmvfm', 'ddp_probe_hook'], allow_failed_imports=False
+        )
+        cfg.custom_hooks = [dict(type='DDPProbeHook', out_dir=probe_dir)]
+        cfg_path = str(tmp_path / 'ddp_cfg.py')
+        cfg.dump(cfg_path)
+        with socket.socket() as sock:
+            sock.bind(('127.0.0.1', 0))
+            port = sock.getsockname()[1]
+        env = dict(
+            os.environ,
+            PORT=str(port),
+            PYTHON=sys.executable,
+            OMP_NUM_THREADS='1',
+        )
+        env['PYTHONPATH'] = os.pathsep.join(
+            [osp.join(REPO_ROOT, 'tests', 'data'), env.get('PYTHONPATH', '')]
+        )
+        proc = subprocess.run(
+            [
+                'bash',
+                osp.join(REPO_ROOT, 'tools', 'dist_train.sh'),
+                cfg_path,
+                '2',
+            ],
+            cwd=str(tmp_path),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+        records = []
+        for rank in (0, 1):
+            with open(osp.join(probe_dir, f'rank{rank}.json')) as f:
+                records.append(json.load(f))
+        return records
+
+    return run

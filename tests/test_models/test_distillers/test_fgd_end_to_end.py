@@ -4,9 +4,7 @@
 import copy
 import glob
 import json
-import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
@@ -246,51 +244,15 @@ train_dataloader = dict(
     assert runner.model.student.backbone.depth == 18
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def test_fgd_two_process_ddp(fgd_setup):
+def test_fgd_two_process_ddp(fgd_setup, dist_train_probed):
     tmp = fgd_setup['tmp']
-    probe_dir = str(tmp / 'probe')
     cfg = _load(
         fgd_setup['cfg_path'],
         work_dir=str(tmp / 'ddp'),
         experiment_name='fgd_ddp',
         **{'visualizer.name': 'fgd_ddp', 'train_dataloader.batch_size': 2},
     )
-    cfg.custom_imports = dict(
-        imports=['mmvfm', 'ddp_probe_hook'], allow_failed_imports=False
-    )
-    cfg.custom_hooks = [dict(type='DDPProbeHook', out_dir=probe_dir)]
-    path = str(tmp / 'fgd_ddp.py')
-    cfg.dump(path)
-    env = dict(
-        os.environ,
-        PORT=str(_free_port()),
-        OMP_NUM_THREADS='1',
-        PYTHON=sys.executable,
-    )
-    env['PYTHONPATH'] = (
-        osp.join(REPO_ROOT, 'tests', 'data')
-        + os.pathsep
-        + env.get('PYTHONPATH', '')
-    )
-    proc = subprocess.run(
-        ['bash', osp.join(REPO_ROOT, 'tools', 'dist_train.sh'), path, '2'],
-        cwd=str(tmp),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    records = []
-    for rank in (0, 1):
-        with open(osp.join(probe_dir, f'rank{rank}.json')) as f:
-            records.append(json.load(f))
+    records = dist_train_probed(cfg)
     assert [r['world_size'] for r in records] == [2, 2]
     assert records[0]['digests'] == records[1]['digests']
     assert [r['val_images'] for r in records] == [4, 4]
