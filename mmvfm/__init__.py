@@ -14,7 +14,7 @@ from .compat import apply_compat  # noqa: E402
 
 apply_compat()
 
-from . import datasets, engine, models  # noqa: E402,F401
+from . import datasets, engine, evaluation, models  # noqa: E402,F401
 from .utils import register_all_modules  # noqa: E402,F401
 
 __all__ = ['__version__', 'version_info', 'register_all_modules']

@@ -6,6 +6,10 @@ import os.path as osp
 import pytest
 
 import mmvfm  # noqa: F401  (stack fixes before anything imports mmdet)
+from mmvfm.utils import register_all_modules
+
+# mmdet's registries and default scope, as the Runner sets them
+register_all_modules(init_default_scope=True)
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOY_CONFIG = osp.join(
@@ -102,11 +106,12 @@ def tiny_cfg(toy_root, tmp_path, request):
 
 @pytest.fixture
 def dist_train_probed(tmp_path):
-    """Factory: ``run(cfg) -> [rank0_record, rank1_record]``.
+    """Factory: ``run(cfg, task_probe=False) -> [rank0, rank1]``.
 
     Runs ``tools/dist_train.sh <cfg> 2`` (torchrun, gloo, one thread per
     process) with ``tests/data/ddp_probe_hook.py``'s ``DDPProbeHook``
-    mixed in, and returns what the hook recorded on each rank.
+    (and ``TaskGradProbeHook`` with ``task_probe=True``, its record under
+    ``'task_probe'``) mixed in, and returns what was recorded on each rank.
     """
     import json
     import os
@@ -114,12 +119,16 @@ def dist_train_probed(tmp_path):
     import subprocess
     import sys
 
-    def run(cfg):
+    def run(cfg, task_probe=False):
         probe_dir = str(tmp_path / 'probe')
         cfg.custom_imports = dict(
             imports=['mmvfm', 'ddp_probe_hook'], allow_failed_imports=False
         )
         cfg.custom_hooks = [dict(type='DDPProbeHook', out_dir=probe_dir)]
+        if task_probe:
+            cfg.custom_hooks.append(
+                dict(type='TaskGradProbeHook', out_dir=probe_dir)
+            )
         cfg_path = str(tmp_path / 'ddp_cfg.py')
         cfg.dump(cfg_path)
         with socket.socket() as sock:
@@ -152,6 +161,77 @@ def dist_train_probed(tmp_path):
         for rank in (0, 1):
             with open(osp.join(probe_dir, f'rank{rank}.json')) as f:
                 records.append(json.load(f))
+            if task_probe:
+                name = osp.join(probe_dir, f'tasks_rank{rank}.json')
+                with open(name) as f:
+                    records[-1]['task_probe'] = json.load(f)
         return records
 
     return run
+
+
+MULTITASK_CONFIG = osp.join(
+    REPO_ROOT,
+    'configs/multi_task/multitask_r18-w32_det-cls_1xb8-1000i_toy-coco.py',
+)
+
+
+def tiny_multitask_cfg(
+    toy_root: str,
+    work_dir: str,
+    max_iters: int = 4,
+    name: str = 'tiny_mt',
+    strategy: str = 'unmixed',
+):
+    """The toy det+cls multi-task config shrunk for tests: quarter-width
+    ResNet-18, 64 px images, batch 4 (det) / 4 (cls), no workers."""
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(MULTITASK_CONFIG)
+    root = toy_root.rstrip('/') + '/'
+    ann_val = root + 'annotations/instances_val.json'
+    cfg.merge_from_dict(
+        {
+            'work_dir': work_dir,
+            'experiment_name': name,
+            'visualizer.name': name,
+            'model.backbone.base_channels': 16,
+            'model.tasks.det.neck.in_channels': [16, 32, 64, 128],
+            'model.tasks.det.neck.out_channels': 32,
+            'model.tasks.det.head.in_channels': 32,
+            'model.tasks.det.head.feat_channels': 32,
+            'model.tasks.det.head.norm_cfg.num_groups': 8,
+            'model.tasks.det.head.test_cfg.score_thr': 0.0,
+            'model.tasks.cls.head.in_channels': 128,
+            'train_cfg.max_iters': max_iters,
+            'train_cfg.val_interval': max_iters,
+            'train_cfg.strategy': strategy,
+            'param_scheduler': [],
+            'default_hooks.logger.interval': 1,
+            'default_hooks.checkpoint.interval': max_iters,
+            'val_evaluator.det.ann_file': ann_val,
+            'test_evaluator.det.ann_file': ann_val,
+        }
+    )
+    for split in ('train', 'val', 'test'):
+        for loader in cfg[f'{split}_dataloader'].values():
+            loader.num_workers = 0
+            loader.persistent_workers = False
+            loader.batch_size = 4
+            loader.dataset.data_root = root
+            for t in loader.dataset.pipeline:
+                if t['type'] == 'Resize':
+                    t['scale'] = (64, 64)
+    return cfg
+
+
+@pytest.fixture
+def tiny_mt_cfg(toy_root, tmp_path, request):
+    """Factory: ``tiny_mt_cfg(max_iters=4, strategy='unmixed', name=...)``
+    -> the tiny multi-task Config, work dir in tmp_path."""
+
+    def make(**kwargs):
+        name = kwargs.setdefault('name', request.node.name)
+        return tiny_multitask_cfg(toy_root, str(tmp_path / name), **kwargs)
+
+    return make

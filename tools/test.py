@@ -4,6 +4,10 @@
 python tools/test.py CONFIG CHECKPOINT [--out results.pkl]
     [--show-dir DIR] [--work-dir DIR] [--cfg-options ...]
 bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [options]
+
+A multi-task config (``MultiTaskTestLoop``) reports every task's metrics
+prefixed by the task and ``--out`` writes one file per task
+(``results.<task>.pkl``).
 """
 
 import argparse
@@ -99,12 +103,40 @@ def build_test_cfg(args):
         if not args.out.endswith(('.pkl', '.pickle')):
             raise SystemExit('error: --out must be a .pkl or .pickle file')
         evaluators = cfg.test_evaluator
-        if isinstance(evaluators, dict):
-            evaluators = [evaluators]
-        cfg.test_evaluator = list(evaluators) + [
-            dict(type='DumpDetResults', out_file_path=args.out)
-        ]
+        if is_multi_task_evaluator(evaluators):
+            # one file per task: results.pkl -> results.<task>.pkl
+            stem, ext = osp.splitext(args.out)
+            for task, task_evaluators in evaluators.items():
+                evaluators[task] = with_dump(
+                    task_evaluators, f'{stem}.{task}{ext}'
+                )
+        else:
+            cfg.test_evaluator = with_dump(evaluators, args.out)
     return cfg
+
+
+def is_multi_task_evaluator(evaluators) -> bool:
+    """``dict(task=evaluator, ...)`` of a multi-task test loop."""
+    return (
+        isinstance(evaluators, dict)
+        and 'type' not in evaluators
+        and all(isinstance(v, (dict, list)) for v in evaluators.values())
+    )
+
+
+def with_dump(evaluators, out_file: str) -> list:
+    """The evaluator list plus a metric that pickles the predictions:
+    mmdet's ``DumpDetResults`` next to a COCO metric, mmengine's
+    ``DumpResults`` otherwise."""
+    if isinstance(evaluators, dict):
+        evaluators = [evaluators]
+    evaluators = list(evaluators)
+    is_det = any(
+        str(e.get('type', '')).split('.')[-1] == 'CocoMetric'
+        for e in evaluators
+    )
+    dump = 'DumpDetResults' if is_det else 'mmengine.DumpResults'
+    return evaluators + [dict(type=dump, out_file_path=out_file)]
 
 
 def main(argv=None):

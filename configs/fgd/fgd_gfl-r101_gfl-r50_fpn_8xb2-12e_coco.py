@@ -36,7 +36,7 @@ model = dict(
 )
 
 optim_wrapper = dict(
-    constructor='DistillerOptimWrapperConstructor',
+    constructor='TrainableOptimWrapperConstructor',
     clip_grad=dict(_delete_=True, max_norm=35, norm_type=2),
 )
 find_unused_parameters = True

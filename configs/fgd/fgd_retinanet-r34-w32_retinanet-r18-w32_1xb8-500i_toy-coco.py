@@ -42,5 +42,5 @@ model = dict(
     loss_inputs={f'loss_fgd_fpn_{i}': f'fpn_{i}' for i in levels},
 )
 
-optim_wrapper = dict(constructor='DistillerOptimWrapperConstructor')
+optim_wrapper = dict(constructor='TrainableOptimWrapperConstructor')
 find_unused_parameters = True

@@ -38,7 +38,7 @@ model = dict(
 )
 
 optim_wrapper = dict(
-    constructor='DistillerOptimWrapperConstructor',
+    constructor='TrainableOptimWrapperConstructor',
     optimizer=dict(lr=0.01 * 16 / 64),
 )
 find_unused_parameters = True

@@ -1,4 +1,5 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
+from .samplers import ResumableInfiniteSampler
 from .toy_coco import (
     TOY_CLASSES,
     TOY_COLORS,
@@ -9,6 +10,7 @@ from .toy_coco import (
 from .toy_coco_dataset import ToyCocoDataset
 
 __all__ = [
+    'ResumableInfiniteSampler',
     'TOY_CLASSES',
     'TOY_COLORS',
     'TOY_PALETTE',

@@ -1,4 +1,16 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
-from .optimizers import DistillerOptimWrapperConstructor
+from .optimizers import TrainableOptimWrapperConstructor
+from .runner import (
+    MultiTaskIterBasedTrainLoop,
+    MultiTaskTestLoop,
+    MultiTaskValLoop,
+    TaskSampler,
+)
 
-__all__ = ['DistillerOptimWrapperConstructor']
+__all__ = [
+    'MultiTaskIterBasedTrainLoop',
+    'MultiTaskTestLoop',
+    'MultiTaskValLoop',
+    'TaskSampler',
+    'TrainableOptimWrapperConstructor',
+]

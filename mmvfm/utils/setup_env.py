@@ -18,4 +18,5 @@ def register_all_modules(init_default_scope: bool = True) -> None:
 
     import mmvfm.datasets  # noqa: F401
     import mmvfm.engine  # noqa: F401
+    import mmvfm.evaluation  # noqa: F401
     import mmvfm.models  # noqa: F401

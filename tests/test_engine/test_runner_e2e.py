@@ -108,7 +108,7 @@ def test_resume_continues_iterations(tiny_cfg):
     ckpt = osp.join(cfg.work_dir, 'iter_2.pth')
     assert osp.isfile(ckpt)
 
-    cfg2 = tiny_cfg(max_iters=4, name='resumed')
+    cfg2 = tiny_cfg(max_iters=4, name='e2e_resumed')
     cfg2.resume, cfg2.load_from = True, ckpt
     runner = Runner.from_cfg(cfg2)
     runner.train()

@@ -1,4 +1,4 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
-from .distiller_constructor import DistillerOptimWrapperConstructor
+from .trainable_constructor import TrainableOptimWrapperConstructor
 
-__all__ = ['DistillerOptimWrapperConstructor']
+__all__ = ['TrainableOptimWrapperConstructor']

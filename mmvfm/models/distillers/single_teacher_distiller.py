@@ -20,7 +20,7 @@ The teacher is frozen: ``requires_grad=False``, kept in eval mode through
 its backbone or neck, only through ``extract_feat``. Validation and test run
 the student alone; attributes the distiller lacks are read from the
 student (``model.bbox_head`` for mmdet's hooks). Use
-``DistillerOptimWrapperConstructor`` to keep the teacher's parameters out
+``TrainableOptimWrapperConstructor`` to keep the teacher's parameters out
 of the optimizer.
 """
 

@@ -68,7 +68,7 @@ def fgd_setup(toy_root, tmp_path_factory):
     torch.save({'state_dict': teacher.state_dict()}, ckpt)
     cfg = copy.deepcopy(base)
     cfg.model = fgd_model(base.model, base.model, ckpt)
-    cfg.optim_wrapper.constructor = 'DistillerOptimWrapperConstructor'
+    cfg.optim_wrapper.constructor = 'TrainableOptimWrapperConstructor'
     cfg.find_unused_parameters = True
     path = str(tmp / 'fgd_tiny.py')
     cfg.dump(path)
@@ -204,7 +204,7 @@ model = dict(
     distill_losses=dict(loss_fgd_p3=dict(
         type='FGDLoss', student_channels=32, teacher_channels=32)),
     loss_inputs=dict(loss_fgd_p3='p3'))
-optim_wrapper = dict(constructor='DistillerOptimWrapperConstructor')
+optim_wrapper = dict(constructor='TrainableOptimWrapperConstructor')
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=1,
                  val_interval=10)
 val_cfg = None

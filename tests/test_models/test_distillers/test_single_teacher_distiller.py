@@ -224,7 +224,7 @@ def test_runner_guards(tiny_cfg, teacher_ckpt):
     parameter; distillation losses and their terms logged."""
     cfg = tiny_cfg(max_iters=2)
     cfg.model = distiller_cfg(cfg.model, teacher_ckpt, init_student=True)
-    cfg.optim_wrapper.constructor = 'DistillerOptimWrapperConstructor'
+    cfg.optim_wrapper.constructor = 'TrainableOptimWrapperConstructor'
     cfg.find_unused_parameters = True
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     probe = _Probe()

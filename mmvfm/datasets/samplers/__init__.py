@@ -1,0 +1,4 @@
+# Copyright (c) mmvfm contributors. All rights reserved.
+from .resumable_infinite_sampler import ResumableInfiniteSampler
+
+__all__ = ['ResumableInfiniteSampler']

@@ -1,0 +1,11 @@
+# Copyright (c) mmvfm contributors. All rights reserved.
+from .data_preprocessor import MultiTaskDataPreprocessor
+from .multi_task_model import MultiTaskModel
+from .task_heads import ClsTaskHead, DetTaskHead
+
+__all__ = [
+    'ClsTaskHead',
+    'DetTaskHead',
+    'MultiTaskDataPreprocessor',
+    'MultiTaskModel',
+]

@@ -1,0 +1,192 @@
+# Copyright (c) mmvfm contributors. All rights reserved.
+"""One model, several tasks: a shared backbone (and neck), one head per
+task, per-task loss weights, and freezing declared in config."""
+
+import re
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch.nn as nn
+from mmdet.registry import MODELS
+from mmengine.model import BaseModel, ModuleDict
+from torch import Tensor
+
+
+@MODELS.register_module()
+class MultiTaskModel(BaseModel):
+    """Routes each batch to its task's head and loss.
+
+    ``forward(inputs, data_samples, mode, task)``: the multi-task loops tag
+    every batch with its task (see ``MultiTaskDataPreprocessor``); the
+    shared backbone (and neck) computes the features, then ``heads[task]``
+    computes the losses (keys prefixed ``'<task>.'``, e.g.
+    ``'det.loss_cls'``; mmengine back-propagates keys containing ``loss``),
+    the predictions or the raw outputs.
+
+    Args:
+        backbone (dict): shared backbone config.
+        tasks (dict): task name -> head config (a task head such as
+            ``DetTaskHead`` / ``ClsTaskHead``); an optional ``loss_weight``
+            key scales that task's losses.
+        neck (dict, optional): shared neck config.
+        freeze (dict, optional): what does not train, e.g. stage 1 "heads
+            only" ``dict(backbone=True)`` or stage 2 "LoRA only"
+            ``dict(trainable=[r'\\.lora_'])``. Keys:
+
+            - ``backbone`` / ``neck`` (bool): freeze the shared parts;
+            - ``heads`` (bool | list[str]): freeze all / the listed heads;
+            - ``trainable`` (list[str]): regexes on parameter names; when
+              given, ONLY matching parameters train (an error if none
+              match).
+
+            Frozen parameters get ``requires_grad=False`` (use
+            ``TrainableOptimWrapperConstructor`` to keep them out of the
+            optimizer) and fully frozen modules stay in eval mode.
+        data_preprocessor (dict, optional): usually
+            ``MultiTaskDataPreprocessor``.
+        init_cfg (dict, optional): initialisation config.
+    """
+
+    FREEZE_KEYS = ('backbone', 'neck', 'heads', 'trainable')
+
+    def __init__(
+        self,
+        backbone: dict,
+        tasks: Dict[str, dict],
+        neck: Optional[dict] = None,
+        freeze: Optional[dict] = None,
+        data_preprocessor: Optional[dict] = None,
+        init_cfg: Optional[Union[dict, List[dict]]] = None,
+    ) -> None:
+        super().__init__(
+            data_preprocessor=data_preprocessor, init_cfg=init_cfg
+        )
+        if not tasks:
+            raise ValueError('tasks: at least one task head is needed')
+        self.backbone = MODELS.build(backbone)
+        self.neck = MODELS.build(neck) if neck is not None else None
+        self.heads = ModuleDict()  # mmengine's: init_weights recurses
+        self.loss_weights: Dict[str, float] = {}
+        for task, cfg in tasks.items():
+            if '.' in task or '/' in task:
+                raise ValueError(
+                    f'task name {task!r} must not contain '
+                    "'.' or '/' (used as prefixes)"
+                )
+            cfg = dict(cfg)
+            self.loss_weights[task] = float(cfg.pop('loss_weight', 1.0))
+            self.heads[task] = MODELS.build(cfg)
+        self._frozen_modules: List[nn.Module] = []
+        self.freeze_cfg = dict(freeze or {})
+        self._apply_freeze(self.freeze_cfg)
+
+    # ------------------------------------------------------------------
+    @property
+    def tasks(self) -> List[str]:
+        return list(self.heads.keys())
+
+    def task_uses_collective(self, task: str) -> bool:
+        """Whether ``task``'s head communicates across ranks."""
+        return bool(getattr(self.heads[task], 'uses_collective', False))
+
+    def _apply_freeze(self, freeze: dict) -> None:
+        unknown = set(freeze) - set(self.FREEZE_KEYS)
+        if unknown:
+            raise KeyError(
+                f'freeze: unknown keys {sorted(unknown)} '
+                f'(known: {self.FREEZE_KEYS})'
+            )
+        frozen: List[nn.Module] = []
+        if freeze.get('backbone'):
+            frozen.append(self.backbone)
+        if freeze.get('neck'):
+            if self.neck is None:
+                raise ValueError('freeze.neck: the model has no neck')
+            frozen.append(self.neck)
+        heads = freeze.get('heads', False)
+        if heads is True:
+            heads = self.tasks
+        for task in heads or []:
+            if task not in self.heads:
+                raise KeyError(
+                    f'freeze.heads: no task {task!r} (tasks: {self.tasks})'
+                )
+            frozen.append(self.heads[task])
+        for module in frozen:
+            module.requires_grad_(False)
+        self._frozen_modules = frozen
+        patterns = freeze.get('trainable')
+        if patterns:
+            regexes = [re.compile(p) for p in patterns]
+            matched = 0
+            for name, param in self.named_parameters():
+                train = any(r.search(name) for r in regexes)
+                param.requires_grad_(train)
+                matched += train
+            if not matched:
+                raise ValueError(
+                    f'freeze.trainable: {list(patterns)} matches no parameter'
+                )
+
+    def train(self, mode: bool = True) -> 'MultiTaskModel':
+        """Train mode, but fully frozen modules stay in eval mode (their
+        BatchNorm statistics and dropout do not change)."""
+        super().train(mode)
+        for module in self._frozen_modules:
+            module.train(False)
+        return self
+
+    # ------------------------------------------------------------------
+    def extract_feat(self, inputs: Tensor):
+        """Shared features: ``backbone(inputs)`` then the shared neck."""
+        feats = self.backbone(inputs)
+        if self.neck is not None:
+            feats = self.neck(feats)
+        return feats
+
+    def forward(
+        self,
+        inputs: Tensor,
+        data_samples: Optional[Sequence] = None,
+        mode: str = 'tensor',
+        task: Optional[str] = None,
+    ):
+        """Args:
+            inputs (Tensor): the preprocessed batch ``[N, C, H, W]``.
+            data_samples (list): the task's data samples.
+            mode (str): ``'loss'``, ``'predict'`` or ``'tensor'``.
+            task (str): which head (set by the multi-task loops).
+
+        Returns:
+            dict of prefixed losses / list of data samples / raw outputs.
+        """
+        if task is None:
+            raise ValueError(
+                'MultiTaskModel needs the task of the batch: train and '
+                'evaluate it with the multi-task loops and '
+                'MultiTaskDataPreprocessor'
+            )
+        if task not in self.heads:
+            raise KeyError(f'no head for task {task!r} (tasks: {self.tasks})')
+        head = self.heads[task]
+        feats = self.extract_feat(inputs)
+        if mode == 'loss':
+            weight = self.loss_weights[task]
+            return {
+                f'{task}.{key}': _scale(value, weight)
+                if 'loss' in key
+                else value
+                for key, value in head.loss(feats, data_samples).items()
+            }
+        if mode == 'predict':
+            return head.predict(feats, data_samples)
+        if mode == 'tensor':
+            return head(feats)
+        raise ValueError(f'mode must be loss, predict or tensor, got {mode!r}')
+
+
+def _scale(value, weight: float):
+    if weight == 1.0:
+        return value
+    if isinstance(value, (list, tuple)):
+        return type(value)(v * weight for v in value)
+    return value * weight

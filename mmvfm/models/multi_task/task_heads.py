@@ -1,0 +1,97 @@
+# Copyright (c) mmvfm contributors. All rights reserved.
+"""Task heads of :class:`MultiTaskModel`: each wraps a head of mmdet or
+mmpretrain (and an optional neck) behind one interface.
+
+A task head takes the shared features (a tuple of maps) and its task's data
+samples:
+
+- ``loss(feats, data_samples) -> dict`` of losses;
+- ``predict(feats, data_samples) -> list`` of data samples with
+  predictions, as the task's evaluator expects them;
+- ``forward(feats)``: raw outputs;
+- ``uses_collective`` (bool): whether the head communicates across ranks
+  (e.g. gathers features for a contrastive loss); the multi-task train loop
+  refuses such heads under the ``mixed`` strategy.
+"""
+
+from typing import Dict, List, Optional, Tuple
+
+from mmdet.registry import MODELS
+from mmengine.model import BaseModule
+from torch import Tensor
+
+
+class _TaskHead(BaseModule):
+    """A neck (optional) and a head, built from configs (their own
+    ``init_cfg``s apply through ``init_weights``).
+
+    ``uses_collective=None`` keeps the class's declaration; a config sets
+    it when the wrapped head gathers across ranks in its loss.
+    """
+
+    uses_collective = False
+
+    def __init__(
+        self,
+        head: dict,
+        neck: Optional[dict] = None,
+        uses_collective: Optional[bool] = None,
+        init_cfg: Optional[dict] = None,
+    ) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if uses_collective is not None:
+            self.uses_collective = bool(uses_collective)
+        self.neck = MODELS.build(neck) if neck is not None else None
+        self.head = MODELS.build(head)
+
+    def _feats(self, feats: Tuple[Tensor]) -> Tuple[Tensor]:
+        return self.neck(feats) if self.neck is not None else feats
+
+    def forward(self, feats: Tuple[Tensor]):
+        return self.head(self._feats(feats))
+
+    def loss(self, feats: Tuple[Tensor], data_samples: list) -> Dict:
+        return self.head.loss(self._feats(feats), data_samples)
+
+
+@MODELS.register_module()
+class DetTaskHead(_TaskHead):
+    """Detection: an mmdet neck (e.g. FPN) and a dense head (RetinaHead,
+    FCOSHead, ...). ``predict`` rescales to the original image and puts
+    ``pred_instances`` into the ``DetDataSample``s, as mmdet's detectors
+    do, for ``CocoMetric``.
+
+    Args:
+        head (dict): the dense head config.
+        neck (dict, optional): the neck config.
+        uses_collective (bool, optional): the head's loss communicates
+            across ranks.
+    """
+
+    def predict(
+        self, feats: Tuple[Tensor], data_samples: list, rescale: bool = True
+    ) -> List:
+        results = self.head.predict(
+            self._feats(feats), data_samples, rescale=rescale
+        )
+        for sample, pred in zip(data_samples, results):
+            sample.pred_instances = pred
+        return data_samples
+
+
+@MODELS.register_module()
+class ClsTaskHead(_TaskHead):
+    """Classification: an mmpretrain neck (e.g. ``GlobalAveragePooling``)
+    and head (``LinearClsHead``, ``MultiLabelLinearClsHead``, ...); its
+    ``predict`` returns mmpretrain ``DataSample``s for ``Accuracy``.
+
+    Args:
+        head (dict): e.g. ``dict(type='mmpretrain.LinearClsHead', ...)``.
+        neck (dict, optional): e.g.
+            ``dict(type='mmpretrain.GlobalAveragePooling')``.
+        uses_collective (bool, optional): the head's loss communicates
+            across ranks.
+    """
+
+    def predict(self, feats: Tuple[Tensor], data_samples: list) -> List:
+        return self.head.predict(self._feats(feats), data_samples)
