@@ -1,2 +1,2 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
-from . import distillers, losses, multi_task  # noqa: F401  (register)
+from . import distillers, gqpos, losses, multi_task, sia  # noqa: F401

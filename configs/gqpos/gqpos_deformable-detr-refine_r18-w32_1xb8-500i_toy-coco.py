@@ -1,0 +1,6 @@
+# GQPos on the toy Deformable DETR with box refinement.
+_base_ = './deformable-detr-refine_r18-w32_1xb8-500i_toy-coco.py'
+model = dict(
+    type='GQPosDeformableDETR',
+    gqpos=dict(detach=True, shared_mlp=False, mode='add'),
+)

@@ -1,0 +1,245 @@
+# Copyright (c) mmvfm contributors. All rights reserved.
+"""SiADETR: padding masks, the batch-stride check, the on/off configs
+differ only in the fusion, and a Runner train + val iteration of each toy
+config on the tiny toy set."""
+
+import glob
+import json
+import os.path as osp
+
+import pytest
+import torch
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
+from mmengine.config import Config
+from mmengine.runner import Runner
+from mmengine.structures import InstanceData
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread (on a busy machine, OpenMP barriers make
+    small ops with several threads 10x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+REPO_ROOT = osp.dirname(
+    osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+)
+SIA = osp.join(
+    REPO_ROOT, 'configs/sia/sia-detr_r18-w32_sia-neck_1xb8-1000i_toy-coco.py'
+)
+PLAIN = osp.join(
+    REPO_ROOT, 'configs/sia/ms-detr_r18-w32_sia-neck_1xb8-1000i_toy-coco.py'
+)
+
+
+def _small_model_cfg(path):
+    """The toy model at quarter width (backbone) for fast unit tests."""
+    cfg = Config.fromfile(path)
+    cfg.merge_from_dict(
+        {
+            'model.backbone.base_channels': 16,
+            'model.neck.in_channels': [16, 32, 64, 128],
+        }
+    )
+    return cfg
+
+
+def _samples(img_shapes, batch_shape):
+    samples = []
+    for h, w in img_shapes:
+        s = DetDataSample(
+            metainfo=dict(
+                img_shape=(h, w),
+                ori_shape=(h, w),
+                batch_input_shape=batch_shape,
+                pad_shape=batch_shape,
+                scale_factor=(1.0, 1.0),
+            )
+        )
+        s.gt_instances = InstanceData(
+            bboxes=torch.tensor([[4.0, 6.0, 30.0, 28.0]]),
+            labels=torch.tensor([2]),
+        )
+        samples.append(s)
+    return samples
+
+
+@pytest.fixture(scope='module')
+def model():
+    torch.manual_seed(0)
+    m = MODELS.build(_small_model_cfg(SIA).model)
+    m.init_weights()
+    return m
+
+
+def test_padding_masks(model):
+    shapes = [(2, 3), (4, 6), (8, 12), (16, 24)]  # strides 32..4
+    samples = _samples([(64, 96), (40, 50)], (64, 96))
+    masks = model.padding_masks(shapes, samples, torch.device('cpu'))
+    for lvl, (m, (h, w)) in enumerate(zip(masks, shapes)):
+        s = 32 >> lvl
+        assert m.shape == (2, h, w) and not m[0].any()
+        rows, cols = -(-40 // s), -(-50 // s)  # ceil(img / stride)
+        assert not m[1, :rows, :cols].any()
+        assert m[1, rows:].all() and m[1, :, cols:].all()
+        if lvl:  # consistent: a cell is padded iff its 4 children are
+            children = m.view(2, h // 2, 2, w // 2, 2).all(4).all(2)
+            assert torch.equal(children, masks[lvl - 1])
+    same = _samples([(64, 96)] * 2, (64, 96))
+    assert model.padding_masks(shapes, same, torch.device('cpu')) is None
+
+
+def test_batch_must_be_a_multiple_of_the_coarsest_stride(model):
+    with pytest.raises(ValueError, match='pad_size_divisor'):
+        model.padding_masks(
+            [(4, 4), (8, 8)], _samples([(100, 100)], (100, 100)), 'cpu'
+        )
+    divisor = model.data_preprocessor.pad_size_divisor
+    model.data_preprocessor.pad_size_divisor = 16
+    try:
+        with pytest.raises(ValueError, match=r'pad_size_divisor \(now 16\)'):
+            model.padding_masks(
+                [(2, 2), (4, 4)], _samples([(64, 64)], (64, 64)), 'cpu'
+            )
+    finally:
+        model.data_preprocessor.pad_size_divisor = divisor
+
+
+def test_loss_predict_and_fusion_gradient(model):
+    # a non-square batch, the second image padded
+    samples = _samples([(64, 96), (48, 70)], (64, 96))
+    inputs = torch.randn(2, 3, 64, 96)
+    model.train()
+    losses = model.loss(inputs, samples)
+    assert {'loss_cls', 'loss_bbox', 'loss_iou', 'd0.loss_cls'} <= set(losses)
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    assert torch.isfinite(total)
+    total.backward()
+    theta = model.decoder.layers[0].cross_attn.fusion_theta
+    assert theta.shape == (3, 8) and (theta.grad != 0).any()
+    model.eval()
+    with torch.no_grad():
+        results = model.predict(inputs, samples, rescale=True)
+    assert results[0].pred_instances.bboxes.shape == (20, 4)
+
+
+def test_without_encoder_and_fusion_init_survives_init_weights():
+    cfg = _small_model_cfg(SIA)
+    cfg.model.encoder = None
+    m = MODELS.build(cfg.model)
+    m.init_weights()
+    assert m.encoder is None
+    w = m.decoder.layers[2].cross_attn.fusion_weights()
+    torch.testing.assert_close(w, torch.full((3, 8), 0.5))
+    samples = _samples([(64, 64), (48, 56)], (64, 64))
+    losses = m.loss(torch.randn(2, 3, 64, 64), samples)
+    assert torch.isfinite(losses['loss_cls'])
+
+
+def test_on_off_configs_differ_only_in_the_fusion():
+    on, off = Config.fromfile(SIA), Config.fromfile(PLAIN)
+    cross = on.model.decoder.layer_cfg.cross_attn_cfg
+    assert cross.fusion == 'prob'
+    assert off.model.decoder.layer_cfg.cross_attn_cfg.fusion is None
+    off.model.decoder.layer_cfg.cross_attn_cfg.fusion = 'prob'
+    assert on.to_dict() == off.to_dict()
+    with torch.device('meta'):
+        keys_on = set(MODELS.build(on.model).state_dict())
+        keys_off = set(MODELS.build(Config.fromfile(PLAIN).model).state_dict())
+    assert keys_on - keys_off == {
+        f'decoder.layers.{i}.cross_attn.fusion_theta' for i in range(3)
+    }
+    assert not keys_off - keys_on
+
+
+def _tiny_cfg(path, toy_root, work_dir, name, max_iters=2):
+    cfg = _small_model_cfg(path)
+    root = toy_root.rstrip('/') + '/'
+    ann_val = root + 'annotations/instances_val.json'
+    cfg.merge_from_dict(
+        {
+            'work_dir': work_dir,
+            'experiment_name': name,
+            'visualizer.name': name,
+            'train_cfg.max_iters': max_iters,
+            'train_cfg.val_interval': max_iters,
+            'param_scheduler': [],
+            'default_hooks.logger.interval': 1,
+            'default_hooks.checkpoint.interval': max_iters,
+            'val_evaluator.ann_file': ann_val,
+            'test_evaluator.ann_file': ann_val,
+        }
+    )
+    for split in ('train', 'val', 'test'):
+        loader = cfg[f'{split}_dataloader']
+        loader.num_workers = 0
+        loader.persistent_workers = False
+        loader.batch_size = 4
+        loader.dataset.data_root = root
+        for t in loader.dataset.pipeline:
+            if t['type'] == 'Resize':
+                t['scale'] = (64, 64)
+    return cfg
+
+
+@pytest.mark.parametrize('path', [SIA, PLAIN], ids=['sia', 'plain'])
+def test_runner_train_val_iteration(path, toy_root, tmp_path):
+    name = 'sia_runner_' + osp.basename(path)[:7]
+    cfg = _tiny_cfg(path, toy_root, str(tmp_path / name), name)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert runner.iter == 2
+    (scalars,) = glob.glob(
+        osp.join(str(tmp_path / name), '*', 'vis_data', 'scalars.json')
+    )
+    with open(scalars) as f:
+        entries = [json.loads(line) for line in f]
+    train = [e for e in entries if 'loss' in e]
+    assert len(train) == 2 and all(e['loss'] > 0 for e in train)
+    assert len([e for e in entries if 'coco/bbox_mAP' in e]) == 1
+
+
+def test_reference_points_anchor_the_boxes():
+    """with_reference: the decoder's query position is the learned one plus
+    the sine encoding of each query's reference point, and the head's boxes
+    are offsets from it (zeroing the head's regression gives the reference
+    as the box centre)."""
+    from mmdet.models.layers.transformer import coordinate_to_encoding
+
+    cfg = _small_model_cfg(SIA)
+    cfg.model.with_reference = True
+    cfg.model.bbox_head.type = 'ConditionalDETRHead'
+    m = MODELS.build(cfg.model)
+    m.init_weights()
+    seen = {}
+    m.decoder.layers[0].register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.update(pos=kwargs['query_pos']),
+        with_kwargs=True,
+    )
+    samples = _samples([(64, 64), (48, 56)], (64, 64))
+    inputs = torch.randn(2, 3, 64, 64)
+    losses = m.loss(inputs, samples)
+    assert torch.isfinite(sum(v for k, v in losses.items() if 'loss' in k))
+    learned = m.query_embedding.weight[None].expand(2, -1, -1)
+    ref = m.ref_point_head(learned).sigmoid()
+    expected = learned + coordinate_to_encoding(ref, num_feats=64)
+    torch.testing.assert_close(seen['pos'], expected)
+    for p in (m.bbox_head.fc_reg.weight, m.bbox_head.fc_reg.bias):
+        torch.nn.init.zeros_(p)
+    m.eval()
+    with torch.no_grad():
+        feats = m.extract_feat(inputs)
+        outs = m.forward_transformer(feats, samples)
+        cls, boxes = m.bbox_head(**outs)
+    # (num_layers, B, Nq, 4): (cx, cy) = the reference, w = h = 0.5
+    torch.testing.assert_close(boxes[-1][..., :2], outs['references'])
+    assert torch.allclose(boxes[-1][..., 2:], torch.tensor(0.5))
+    # the plain DETR head cannot take references
+    cfg.model.bbox_head.type = 'DETRHead'
+    with pytest.raises(ValueError, match='needs a head that takes'):
+        MODELS.build(cfg.model)
