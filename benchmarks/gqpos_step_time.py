@@ -59,25 +59,13 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def _drop_pretrained(cfg) -> None:
-    if isinstance(cfg, dict):
-        init_cfg = cfg.get('init_cfg')
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            cfg['init_cfg'] = None
-        for value in cfg.values():
-            _drop_pretrained(value)
-    elif isinstance(cfg, (list, tuple)):
-        for value in cfg:
-            _drop_pretrained(value)
-
-
 def model_cfgs(target: str) -> Tuple[dict, dict]:
     """(stock, GQPos) model configs with 100 queries, no downloads."""
-    from mmvfm.utils import load_config
+    from mmvfm.utils import drop_pretrained, load_config
 
     cfg = load_config(osp.join(REPO_ROOT, 'configs', 'gqpos', CONFIGS[target]))
     on = cfg.model.to_dict()
-    _drop_pretrained(on)
+    drop_pretrained(on)
     on['num_queries'] = NUM_QUERIES
     off = copy.deepcopy(on)
     off['type'] = on['type'][len('GQPos') :]

@@ -18,6 +18,20 @@ TOY_CONFIG = osp.join(
 )
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tests on tiny tensors: on a shared 2-core
+    machine a second OpenMP thread spins against other jobs and makes small
+    ops 10-50x slower. Use with
+    ``pytestmark = pytest.mark.usefixtures('one_thread')``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope='session')
 def toy_root(tmp_path_factory) -> str:
     """A tiny toy COCO set (16 train / 8 val images of 48-64 px)."""

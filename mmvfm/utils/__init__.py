@@ -3,13 +3,19 @@
 # fixes of mmvfm.compat are applied, so nothing here may import
 # mmdet.models, mmpretrain or torchvision at module level.
 from ..version import check_versions
-from .config_path import load_config, load_run_config, resolve_config_path
+from .config_path import (
+    drop_pretrained,
+    load_config,
+    load_run_config,
+    resolve_config_path,
+)
 from .data_check import check_data_paths
 from .setup_env import register_all_modules
 
 __all__ = [
     'check_data_paths',
     'check_versions',
+    'drop_pretrained',
     'load_config',
     'load_run_config',
     'register_all_modules',

@@ -74,3 +74,18 @@ def load_run_config(
         name = osp.splitext(osp.basename(path.split('::')[-1]))[0]
         cfg.work_dir = osp.join('./work_dirs', name)
     return cfg
+
+
+def drop_pretrained(cfg) -> None:
+    """Set, in place, every ``init_cfg`` of type ``Pretrained`` in a model
+    config (nested dicts and lists) to None, so the model builds and
+    initialises without downloading weights (tests, benchmarks)."""
+    if isinstance(cfg, dict):
+        init_cfg = cfg.get('init_cfg')
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            cfg['init_cfg'] = None
+        for value in cfg.values():
+            drop_pretrained(value)
+    elif isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            drop_pretrained(value)

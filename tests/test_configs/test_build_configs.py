@@ -18,19 +18,6 @@ CONFIGS = sorted(
 )
 
 
-def _drop_pretrained(cfg):
-    """Set every ``init_cfg`` that loads weights to None (no downloads)."""
-    if isinstance(cfg, dict):
-        init_cfg = cfg.get('init_cfg')
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            cfg['init_cfg'] = None
-        for value in cfg.values():
-            _drop_pretrained(value)
-    elif isinstance(cfg, (list, tuple)):
-        for value in cfg:
-            _drop_pretrained(value)
-
-
 def test_configs_are_found():
     assert any('configs/toy/' in p for p in CONFIGS)
     assert any('projects/example_project' in p for p in CONFIGS)
@@ -42,13 +29,13 @@ def test_configs_are_found():
 def test_build_config(path, monkeypatch):
     from mmdet.registry import MODELS
 
-    from mmvfm.utils import register_all_modules
+    from mmvfm.utils import drop_pretrained, register_all_modules
 
     monkeypatch.syspath_prepend(REPO_ROOT)  # projects.* custom imports
     monkeypatch.chdir(REPO_ROOT)
     cfg = Config.fromfile(path)
     register_all_modules(init_default_scope=True)
-    _drop_pretrained(cfg.model)
+    drop_pretrained(cfg.model)
     if cfg.model.get('type') == 'SingleTeacherDistiller':
         # no download of the teacher's weights; the teacher config is
         # still resolved and built

@@ -18,7 +18,9 @@ import torch
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tiny tensors: one thread (on a busy machine, OpenMP barriers make
-    small ops with several threads 10x slower)."""
+    small ops with several threads 10x slower). Its own copy of
+    tests/conftest.py's ``one_thread``: this file also runs with
+    ``--noconftest`` on machines without mmcv/mmdet."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -48,9 +48,6 @@ class TaskDataloaders(dict):
     def __len__(self) -> int:  # number of batches of all tasks
         return sum(len(dl) for dl in self.values())
 
-    def num_tasks(self) -> int:
-        return len(self.keys())
-
 
 def _build_task_dataloaders(
     runner, dataloaders: Dict[str, Union[dict, DataLoader]], field: str

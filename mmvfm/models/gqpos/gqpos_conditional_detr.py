@@ -40,12 +40,11 @@ from mmdet.registry import MODELS
 from mmdet.utils import OptConfigType
 from torch import Tensor
 
-from .gqpos_detr import check_head_has
-from .query_pos_guide import build_query_pos_guide
+from .gqpos_mixin import GQPosMixin
 
 
 @MODELS.register_module()
-class GQPosConditionalDETR(ConditionalDETR):
+class GQPosConditionalDETR(GQPosMixin, ConditionalDETR):
     """Conditional DETR whose self-attention positions of layers
     ``1 .. L-1`` are guided by the previous layer's boxes.
 
@@ -55,21 +54,11 @@ class GQPosConditionalDETR(ConditionalDETR):
             keeps the stock Conditional DETR.
     """
 
+    GQPOS_HEAD_BRANCHES = ('fc_reg', 'reg_ffn', 'activate')
+
     def __init__(self, *args, gqpos: OptConfigType = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.gqpos = build_query_pos_guide(
-            gqpos, self.embed_dims, self.decoder.num_layers
-        )
-        if self.gqpos is not None:
-            check_head_has(
-                self.bbox_head,
-                ('fc_reg', 'reg_ffn', 'activate'),
-                type(self).__name__,
-            )
-
-    @property
-    def with_gqpos(self) -> bool:
-        return self.gqpos is not None
+        self.init_gqpos(gqpos)
 
     def gqpos_box(
         self, hidden_state: Tensor, reference_unsigmoid: Tensor

@@ -40,12 +40,11 @@ from mmdet.registry import MODELS
 from mmdet.utils import OptConfigType
 from torch import Tensor
 
-from .gqpos_detr import check_head_has
-from .query_pos_guide import build_query_pos_guide
+from .gqpos_mixin import GQPosMixin
 
 
 @MODELS.register_module()
-class GQPosDeformableDETR(DeformableDETR):
+class GQPosDeformableDETR(GQPosMixin, DeformableDETR):
     """Deformable DETR whose query positions of layers ``1 .. L-1`` are
     guided by the previous layer's boxes.
 
@@ -56,19 +55,11 @@ class GQPosDeformableDETR(DeformableDETR):
             keeps the stock Deformable DETR.
     """
 
+    GQPOS_HEAD_BRANCHES = ('reg_branches',)
+
     def __init__(self, *args, gqpos: OptConfigType = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.gqpos = build_query_pos_guide(
-            gqpos, self.embed_dims, self.decoder.num_layers
-        )
-        if self.gqpos is not None:
-            check_head_has(
-                self.bbox_head, ('reg_branches',), type(self).__name__
-            )
-
-    @property
-    def with_gqpos(self) -> bool:
-        return self.gqpos is not None
+        self.init_gqpos(gqpos)
 
     def gqpos_box(
         self, layer_id: int, hidden_state: Tensor, reference: Tensor

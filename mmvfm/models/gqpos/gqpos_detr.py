@@ -31,21 +31,11 @@ from mmdet.registry import MODELS
 from mmdet.utils import OptConfigType
 from torch import Tensor
 
-from .query_pos_guide import build_query_pos_guide
-
-
-def check_head_has(head, names, detector: str) -> None:
-    """Fail at build time if ``head`` lacks a branch GQPos reuses."""
-    missing = [n for n in names if not hasattr(head, n)]
-    if missing:
-        raise TypeError(
-            f"{detector} with gqpos reuses the head's box branch "
-            f'{names}, but {type(head).__name__} has no {missing}'
-        )
+from .gqpos_mixin import GQPosMixin
 
 
 @MODELS.register_module()
-class GQPosDETR(DETR):
+class GQPosDETR(GQPosMixin, DETR):
     """DETR whose decoder layers ``1 .. L-1`` get box-guided positions.
 
     Args:
@@ -55,21 +45,11 @@ class GQPosDETR(DETR):
             ``mlp_layers``, ``zero_init``); None keeps the stock DETR.
     """
 
+    GQPOS_HEAD_BRANCHES = ('fc_reg', 'reg_ffn', 'activate')
+
     def __init__(self, *args, gqpos: OptConfigType = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.gqpos = build_query_pos_guide(
-            gqpos, self.embed_dims, self.decoder.num_layers
-        )
-        if self.gqpos is not None:
-            check_head_has(
-                self.bbox_head,
-                ('fc_reg', 'reg_ffn', 'activate'),
-                type(self).__name__,
-            )
-
-    @property
-    def with_gqpos(self) -> bool:
-        return self.gqpos is not None
+        self.init_gqpos(gqpos)
 
     def gqpos_box(self, hidden_state: Tensor) -> Tensor:
         """Layer boxes as ``DETRHead.forward`` predicts them:

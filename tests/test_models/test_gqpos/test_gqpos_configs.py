@@ -21,14 +21,8 @@ GQPOS_CONFIGS = sorted(glob.glob(osp.join(CFG_DIR, 'gqpos_*.py')))
 SWITCH = {'type', 'gqpos'}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on the shared 2-core CI machines two threads
-    spin against other jobs and run these tiny models up to 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny tensors: one intra-op thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _plain(cfg):

@@ -57,14 +57,8 @@ TARGETS = {
 NUM_QUERIES, NUM_LAYERS = 6, 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on the shared 2-core CI machines two threads
-    spin against other jobs and run these tiny models up to 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny tensors: one intra-op thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _shrink(cfg, dims: int):

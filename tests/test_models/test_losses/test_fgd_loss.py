@@ -16,14 +16,8 @@ from mmvfm.models.losses import FGDLoss, FGDLossReference
 TERMS = ('fg', 'bg', 'at', 'rela')
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """The tensors here are tiny: a second thread only costs (a lot, when
-    the CPUs are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny tensors: one intra-op thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def metas(*shapes) -> List[dict]:

@@ -8,15 +8,8 @@ import torch
 from mmvfm.models.sia import SiAMultiScaleAttention
 from mmvfm.ops import similar_attention_pytorch
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread (on a busy machine, OpenMP barriers make
-    small ops with several threads 10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny tensors: one intra-op thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 SHAPES = [(2, 3), (4, 6), (8, 12)]

@@ -15,15 +15,8 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 from mmengine.structures import InstanceData
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread (on a busy machine, OpenMP barriers make
-    small ops with several threads 10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny tensors: one intra-op thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 REPO_ROOT = osp.dirname(

@@ -9,15 +9,8 @@ from mmdet.models.necks import FPN
 
 from mmvfm.models.sia import SiAFusionNeck
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread (on a busy machine, OpenMP barriers make
-    small ops with several threads 10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny tensors: one intra-op thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 IN_CHANNELS = [8, 16, 32]
