@@ -22,9 +22,10 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmvfm  # noqa: E402,F401  (stack fixes, registries)
-from mmvfm.utils import (
+from mmvfm.utils import (  # noqa: E402
     check_data_paths,
-    load_run_config,  # noqa: E402
+    destroy_process_group,
+    load_run_config,
     register_all_modules,
 )
 
@@ -151,7 +152,9 @@ def main(argv=None):
         runner = RUNNERS.build(cfg)
     else:
         runner = Runner.from_cfg(cfg)
-    return runner.test()
+    metrics = runner.test()
+    destroy_process_group()
+    return metrics
 
 
 if __name__ == '__main__':

@@ -10,11 +10,12 @@ from .config_path import (
     resolve_config_path,
 )
 from .data_check import check_data_paths
-from .setup_env import register_all_modules
+from .setup_env import destroy_process_group, register_all_modules
 
 __all__ = [
     'check_data_paths',
     'check_versions',
+    'destroy_process_group',
     'drop_pretrained',
     'load_config',
     'load_run_config',

@@ -20,3 +20,18 @@ def register_all_modules(init_default_scope: bool = True) -> None:
     import mmvfm.engine  # noqa: F401
     import mmvfm.evaluation  # noqa: F401
     import mmvfm.models  # noqa: F401
+
+
+def destroy_process_group() -> None:
+    """Destroy the default process group, if one was initialised.
+
+    mmengine's Runner leaves the process group to interpreter shutdown.
+    With gloo (torch 2.13) that occasionally aborts a rank after a run
+    that succeeded ("terminate called without an active exception":
+    a backend thread destroyed while still joinable), so the tools tear
+    the group down themselves once the run has finished.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

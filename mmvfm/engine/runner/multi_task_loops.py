@@ -20,7 +20,6 @@ Config::
     val_cfg = dict(type='MultiTaskValLoop')
 """
 
-import bisect
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -28,8 +27,10 @@ from mmdet.registry import LOOPS
 from mmengine.dist import get_dist_info
 from mmengine.evaluator import Evaluator
 from mmengine.model import is_model_wrapper
+from mmengine.runner import IterBasedTrainLoop
 from mmengine.runner.amp import autocast
 from mmengine.runner.base_loop import BaseLoop
+from mmengine.runner.utils import calc_dynamic_intervals
 from torch.utils.data import DataLoader
 
 from mmvfm.datasets.samplers import ResumableInfiniteSampler
@@ -86,7 +87,7 @@ def _model_tasks(runner) -> Optional[List[str]]:
 
 
 @LOOPS.register_module()
-class MultiTaskIterBasedTrainLoop(BaseLoop):
+class MultiTaskIterBasedTrainLoop(IterBasedTrainLoop):
     """Iteration-based training that draws one task per iteration.
 
     Args:
@@ -125,6 +126,9 @@ class MultiTaskIterBasedTrainLoop(BaseLoop):
         val_interval: int = 1000,
         dynamic_intervals: Optional[List[Tuple[int, int]]] = None,
     ) -> None:
+        # IterBasedTrainLoop.__init__ builds one dataloader: set its state
+        # here and inherit the rest (iteration bookkeeping, run_iter, the
+        # dynamic validation interval).
         self._runner = runner
         if not isinstance(max_iters, int) or max_iters < 1:
             raise ValueError(
@@ -147,18 +151,16 @@ class MultiTaskIterBasedTrainLoop(BaseLoop):
         )
         self._check_tasks(runner)
 
-        self._max_iters = int(max_iters)
+        self._max_iters = max_iters
         self._max_epochs = 1
         self._epoch = 0
         self._iter = 0
         self.val_begin = val_begin
         self.val_interval = val_interval
         self.stop_training = False
-        self.dynamic_milestones, self.dynamic_intervals = [0], [val_interval]
-        if dynamic_intervals:
-            for milestone, interval in dynamic_intervals:
-                self.dynamic_milestones.append(milestone)
-                self.dynamic_intervals.append(interval)
+        self.dynamic_milestones, self.dynamic_intervals = (
+            calc_dynamic_intervals(val_interval, dynamic_intervals)
+        )
         self.rank = get_dist_info()[0]
         self._iterators: Dict[str, object] = {}
 
@@ -215,22 +217,6 @@ class MultiTaskIterBasedTrainLoop(BaseLoop):
                 "iteration leaves the other tasks' heads unused"
             )
 
-    @property
-    def max_epochs(self) -> int:
-        return self._max_epochs
-
-    @property
-    def max_iters(self) -> int:
-        return self._max_iters
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch
-
-    @property
-    def iter(self) -> int:
-        return self._iter
-
     def _resume_data_positions(self) -> None:
         """Set each task's sampler after the batches this rank drew for it
         in iterations ``0 .. iter-1`` (recomputed from the task sampler)."""
@@ -280,26 +266,6 @@ class MultiTaskIterBasedTrainLoop(BaseLoop):
         self.runner.call_hook('after_train_epoch')
         self.runner.call_hook('after_train')
         return self.runner.model
-
-    def run_iter(self, data_batch: dict) -> None:
-        """One training step on ``data_batch`` (tagged with its task)."""
-        self.runner.call_hook(
-            'before_train_iter', batch_idx=self._iter, data_batch=data_batch
-        )
-        outputs = self.runner.model.train_step(
-            data_batch, optim_wrapper=self.runner.optim_wrapper
-        )
-        self.runner.call_hook(
-            'after_train_iter',
-            batch_idx=self._iter,
-            data_batch=data_batch,
-            outputs=outputs,
-        )
-        self._iter += 1
-
-    def _decide_current_val_interval(self) -> None:
-        step = bisect.bisect(self.dynamic_milestones, self._iter + 1)
-        self.val_interval = self.dynamic_intervals[step - 1]
 
 
 @LOOPS.register_module()

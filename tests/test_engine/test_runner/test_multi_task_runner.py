@@ -9,7 +9,7 @@ import pickle
 import pytest
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
-from mmengine.runner import Runner
+from mmengine.runner import IterBasedTrainLoop, Runner
 
 from mmvfm.engine.runner import TaskSampler
 
@@ -56,12 +56,16 @@ def _scalars(work_dir):
 def test_two_task_model_trains_validates_and_tests(tiny_mt_cfg, tmp_path):
     """Both tasks train (task-prefixed losses logged), one val pass reports
     both tasks' metrics with prefixes, save_best keeps the best checkpoint
-    of the prefixed metric, and tools/test.py evaluates every task."""
+    of the prefixed metric, and tools/test.py evaluates every task.
+    Validation follows mmengine's interval rules (dynamic intervals too)."""
     cfg = tiny_mt_cfg(max_iters=8)
     cfg.randomness = dict(seed=0)
     cfg.train_cfg.val_interval = 4
+    # from iteration 7 on (1-based: after 6 iterations) every 2nd iteration
+    cfg.train_cfg.dynamic_intervals = [(7, 2)]
     cfg.default_hooks.checkpoint.interval = 4
     runner = Runner.from_cfg(cfg)
+    assert isinstance(runner.train_loop, IterBasedTrainLoop)
     runner.train()
 
     entries = _scalars(cfg.work_dir)
@@ -70,7 +74,7 @@ def test_two_task_model_trains_validates_and_tests(tiny_mt_cfg, tmp_path):
     logged = set().union(*train)
     assert {'det.loss_cls', 'det.loss_bbox', 'cls.loss'} <= logged
     val = [e for e in entries if 'det/coco/bbox_mAP' in e]
-    assert [e['step'] for e in val] == [4, 8]
+    assert [e['step'] for e in val] == [4, 6, 8]
     for e in val:
         assert 0.0 <= e['det/coco/bbox_mAP'] <= 1.0
         assert 0.0 <= e['cls/accuracy/top1'] <= 100.0
