@@ -73,12 +73,27 @@ def parse_args(argv=None):
 
 
 def enable_visualization(cfg, args) -> None:
-    """Switch the config's ``DetVisualizationHook`` on for --show(-dir)."""
+    """Switch the config's visualization hook on for --show(-dir):
+    ``DetVisualizationHook`` or, for a multi-task config,
+    ``MultiTaskVisualizationHook``."""
     hook = cfg.get('default_hooks', {}).get('visualization')
     if hook is None:
         raise SystemExit(
             'error: --show/--show-dir need '
             '`default_hooks.visualization` in the config'
+        )
+    hook_type = str(hook.get('type', '')).split('.')[-1]
+    if (
+        is_multi_task_evaluator(cfg.get('test_evaluator'))
+        and hook_type != 'MultiTaskVisualizationHook'
+    ):
+        raise SystemExit(
+            'error: --show/--show-dir on a multi-task config need '
+            '`default_hooks.visualization = dict(type='
+            "'MultiTaskVisualizationHook', task_hooks=dict(<task>=dict("
+            "type='DetVisualizationHook'), ...))`; the config has "
+            f"{hook_type!r}, which would draw every task's samples as "
+            'detections'
         )
     hook['draw'] = True
     if args.show:

@@ -245,6 +245,12 @@ default_hooks = dict(
         save_best='det/coco/bbox_mAP',
         rule='greater',
     ),
+    # `tools/test.py --show-dir DIR` draws the detection task's predictions
+    # into DIR/det/ (the classification task is not drawn)
+    visualization=dict(
+        type='MultiTaskVisualizationHook',
+        task_hooks=dict(det=dict(type='DetVisualizationHook')),
+    ),
 )
 log_processor = dict(by_epoch=False)
 # every iteration leaves the other task's head unused

@@ -1,4 +1,5 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
+from .hooks import MultiTaskVisualizationHook
 from .optimizers import TrainableOptimWrapperConstructor
 from .runner import (
     MultiTaskIterBasedTrainLoop,
@@ -10,6 +11,7 @@ from .runner import (
 __all__ = [
     'MultiTaskIterBasedTrainLoop',
     'MultiTaskTestLoop',
+    'MultiTaskVisualizationHook',
     'MultiTaskValLoop',
     'TaskSampler',
     'TrainableOptimWrapperConstructor',
