@@ -294,3 +294,45 @@ def test_instance_segmentation_task_reports_segm_map(tiny_mt_cfg, toy_root):
     (val,) = [e for e in entries if 'seg/coco/segm_mAP' in e]
     assert {'det/coco/bbox_mAP', 'cls/accuracy/top1'} <= set(val)
     assert 0.0 <= val['seg/coco/segm_mAP'] <= 1.0
+
+
+def test_ddp_without_find_unused_parameters_is_refused(tmp_path):
+    """Under DDP each iteration leaves the other tasks' heads unused: the
+    loop refuses a DDP wrapper without ``find_unused_parameters`` (a real
+    wrapper in a 1-process gloo group; the check itself, not a run)."""
+    from types import SimpleNamespace
+
+    import torch
+    import torch.distributed as dist
+    from mmengine.model import MMDistributedDataParallel
+
+    from mmvfm.engine import MultiTaskIterBasedTrainLoop
+
+    class TwoHeads(torch.nn.Module):
+        tasks = ('det', 'cls')
+
+        def __init__(self):
+            super().__init__()
+            self.det = torch.nn.Linear(2, 2)
+            self.cls = torch.nn.Linear(2, 2)
+
+    loop = object.__new__(MultiTaskIterBasedTrainLoop)
+    loop.task_sampler = TaskSampler(dict(det=0.5, cls=0.5), 'unmixed', 0)
+    loop.dataloaders = dict(det=None, cls=None)
+    dist.init_process_group(
+        'gloo', init_method=f'file://{tmp_path}/pg', rank=0, world_size=1
+    )
+    try:
+        for find_unused in (False, True):
+            runner = SimpleNamespace(
+                model=MMDistributedDataParallel(
+                    TwoHeads(), find_unused_parameters=find_unused
+                )
+            )
+            if find_unused:
+                loop._check_tasks(runner)
+            else:
+                with pytest.raises(ValueError, match='find_unused_param'):
+                    loop._check_tasks(runner)
+    finally:
+        dist.destroy_process_group()
