@@ -54,6 +54,10 @@ class GQPosConditionalDETR(GQPosMixin, ConditionalDETR):
             keeps the stock Conditional DETR.
     """
 
+    # its cross-attention takes the position in layer 0 only: GQPos guides
+    # the self-attention, through the layer's own forward
+    GQPOS_ATTNS = ('self',)
+    GQPOS_LAYER_CALL = False
     GQPOS_HEAD_BRANCHES = ('fc_reg', 'reg_ffn', 'activate')
 
     def __init__(self, *args, gqpos: OptConfigType = None, **kwargs) -> None:

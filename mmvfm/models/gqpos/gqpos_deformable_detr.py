@@ -138,9 +138,11 @@ class GQPosDeformableDETR(GQPosMixin, DeformableDETR):
                 reference_points[:, :, None] * ratios[:, None]
             )
             query_pos = self.gqpos.probe(query_pos, layer_id)
-            query = layer(
+            query = self.gqpos_layer(
+                layer,
                 query,
-                query_pos=query_pos,
+                query_pos,
+                stock_pos,
                 value=memory,
                 key_padding_mask=memory_mask,
                 spatial_shapes=spatial_shapes,

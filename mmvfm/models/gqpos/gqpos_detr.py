@@ -89,11 +89,13 @@ class GQPosDETR(GQPosMixin, DETR):
         intermediate = []
         for layer_id, layer in enumerate(decoder.layers):
             query_pos = self.gqpos.probe(query_pos, layer_id)
-            query = layer(
+            query = self.gqpos_layer(
+                layer,
                 query,
+                query_pos,
+                stock_pos,
                 key=memory,
                 value=memory,
-                query_pos=query_pos,
                 key_pos=memory_pos,
                 key_padding_mask=memory_mask,
             )

@@ -38,6 +38,14 @@ Every choice the paper leaves open is an option of ``gqpos=dict(...)``
   allowed with ``mode='add'``). Otherwise weights are Xavier-uniform (as
   the detectors initialise their decoder, where DAB-DETR and DINO keep
   their position MLP) and biases zero.
+- ``attn`` (None: the detector's default): which attentions of layers
+  ``1 .. L-1`` take the guided position. ``'both'``: the self-attention
+  and the cross-attention (the decoder layer's own forward, one
+  ``query_pos`` for both); ``'self'``: the self-attention only, the
+  cross-attention keeps ``query_pos[0]``. DETR and Deformable DETR default
+  to ``'both'``; Conditional DETR allows ``'self'`` only (its
+  cross-attention takes the position in layer 0 alone). Resolved and
+  checked by the detector (``GQPosMixin``).
 
 Parameters live under ``gqpos.mlps.{i}.layers.{j}.{weight,bias}`` only,
 so a stock checkpoint loads into a GQPos model with exactly those keys
@@ -62,8 +70,10 @@ GQPOS_DEFAULTS: Dict[str, Any] = dict(
     temperature=10000,
     mlp_layers=2,
     zero_init=False,
+    attn=None,
 )
 GQPOS_MODES = ('add', 'replace')
+GQPOS_ATTNS = ('both', 'self')
 
 
 def parse_gqpos_cfg(gqpos: Optional[dict]) -> Optional[Dict[str, Any]]:
@@ -128,6 +138,11 @@ def parse_gqpos_cfg(gqpos: Optional[dict]) -> Optional[Dict[str, Any]]:
         raise ValueError(
             f'gqpos.mlp_layers must be an int >= 1, got {mlp_layers!r}'
         )
+    if cfg['attn'] is not None and cfg['attn'] not in GQPOS_ATTNS:
+        raise ValueError(
+            f'gqpos.attn must be one of {GQPOS_ATTNS} or None, got '
+            f'{cfg["attn"]!r}'
+        )
     if cfg['zero_init'] and cfg['mode'] != 'add':
         raise ValueError(
             'gqpos.zero_init=True needs gqpos.mode="add" (with "replace" '
@@ -153,7 +168,7 @@ class QueryPosGuide(BaseModule):
         num_layers (int): decoder layers ``L`` (>= 2); ``L - 1`` MLPs unless
             ``shared_mlp``.
         detach, shared_mlp, mode, num_feats, temperature, mlp_layers,
-        zero_init: see the module docstring.
+        zero_init, attn: see the module docstring.
         init_cfg (dict, optional): mmengine init config.
     """
 
@@ -168,6 +183,7 @@ class QueryPosGuide(BaseModule):
         temperature: float = 10000,
         mlp_layers: int = 2,
         zero_init: bool = False,
+        attn: Optional[str] = None,
         init_cfg: Optional[dict] = None,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -180,6 +196,7 @@ class QueryPosGuide(BaseModule):
                 temperature=temperature,
                 mlp_layers=mlp_layers,
                 zero_init=zero_init,
+                attn=attn,
             )
         )
         if num_layers < 2:
@@ -196,6 +213,8 @@ class QueryPosGuide(BaseModule):
         self.temperature = cfg['temperature']
         self.mlp_layers = cfg['mlp_layers']
         self.zero_init = cfg['zero_init']
+        # None until the detector resolves its default (GQPosMixin)
+        self.attn = cfg['attn']
         num_mlps = 1 if self.shared_mlp else num_layers - 1
         self.mlps = nn.ModuleList(
             MLP(4 * self.num_feats, embed_dims, embed_dims, self.mlp_layers)

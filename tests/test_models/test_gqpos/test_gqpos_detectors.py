@@ -311,3 +311,69 @@ def test_errors_name_the_detector_key():
     cfg['decoder']['num_layers'] = 1
     with pytest.raises(ValueError, match='at least 2 layers'):
         MODELS.build(cfg)
+    # Conditional DETR's cross-attention takes the position in layer 0 only
+    with pytest.raises(ValueError, match=r"gqpos.attn in \('self',\)"):
+        MODELS.build(
+            tiny_model_cfg('conditional_detr', gqpos=dict(attn='both'))
+        )
+    with pytest.raises(ValueError, match='gqpos.attn must be one of'):
+        MODELS.build(tiny_model_cfg('detr', gqpos=dict(attn='cross')))
+
+
+# the detectors that run their layers through GQPosMixin.gqpos_layer
+SPLIT_TARGETS = [t for t in TARGETS if t != 'conditional_detr']
+
+
+def test_attn_defaults():
+    assert build('detr', gqpos=dict()).gqpos.attn == 'both'
+    assert build('deformable_detr', gqpos=dict()).gqpos.attn == 'both'
+    assert build('conditional_detr', gqpos=dict()).gqpos.attn == 'self'
+
+
+@pytest.mark.parametrize('attn', ['both', 'self'])
+@pytest.mark.parametrize('target', SPLIT_TARGETS)
+def test_attn_picks_the_attentions_with_the_guided_position(target, attn):
+    """``attn='both'``: both attentions of every layer get the guided
+    position; ``'self'``: the self-attention does, the cross-attention
+    keeps query_pos[0] in every layer."""
+    model = build(target, gqpos=dict(attn=attn))
+    seen = {'self_attn': {}, 'cross_attn': {}}
+    for layer_id, layer in enumerate(model.decoder.layers):
+        for name, record in seen.items():
+            getattr(layer, name).register_forward_pre_hook(
+                lambda m, args, kwargs, i=layer_id, rec=record: (
+                    rec.__setitem__(i, kwargs['query_pos'])
+                ),
+                with_kwargs=True,
+            )
+    probed = {}
+    model.gqpos.probe.register_forward_hook(
+        lambda m, args, out: probed.__setitem__(args[1], out)
+    )
+    imgs, samples = make_batch()
+    with torch.no_grad():
+        run(model, imgs, samples)
+    stock = probed[0]
+    for layer_id in range(NUM_LAYERS):
+        guided = probed[layer_id]
+        assert torch.equal(seen['self_attn'][layer_id], guided)
+        cross = guided if attn == 'both' else stock
+        assert torch.equal(seen['cross_attn'][layer_id], cross)
+    assert not torch.allclose(probed[1], stock)
+
+
+@pytest.mark.parametrize('target', SPLIT_TARGETS)
+def test_attn_self_layer_equals_the_layer_forward(target):
+    """With the guided offset at zero, ``attn='self'`` (the layer's
+    attentions run one by one, two positions) gives the stock outputs:
+    the written-out layer is the layer's own forward."""
+    stock = build(target, stock=True)
+    model = build(target, gqpos=dict(zero_init=True, attn='self'), seed=1)
+    model.load_state_dict(stock.state_dict(), strict=False)
+    imgs, samples = make_batch()
+    with torch.no_grad():
+        out_a, (cls_a, box_a) = run(stock, imgs, samples)
+        out_b, (cls_b, box_b) = run(model, imgs, samples)
+    torch.testing.assert_close(out_b['hidden_states'], out_a['hidden_states'])
+    torch.testing.assert_close(cls_b, cls_a)
+    torch.testing.assert_close(box_b, box_a)
