@@ -17,8 +17,12 @@ In mmdet's ``DeformableDetrTransformerDecoder`` two things locate a query:
 
 ``GQPosDeformableDETR`` changes the query position only: from layer 1 on
 it is guided by the previous layer's boxes, in the self-attention and in
-the offset / weight prediction. Reference points behave exactly as the
-stock detector's (``with_box_refine`` stays the detector's own option).
+the offset / weight prediction (``gqpos.attn='both'``, the default) or in
+the self-attention only (``'self'``; the offset / weight query keeps the
+stock position). With box refinement the toy set favoured ``'self'``:
+the sampling already follows the refined box there (configs/gqpos).
+Reference points behave exactly as the stock detector's
+(``with_box_refine`` stays the detector's own option).
 
 Layer ``l``'s box is the one ``DeformableDETRHead`` predicts for layer
 ``l``: ``sigmoid(reg_branches[l](h_l) + inverse_sigmoid(ref_l))``
