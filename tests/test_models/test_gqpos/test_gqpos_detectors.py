@@ -55,6 +55,8 @@ TARGETS = {
     ),
 }
 NUM_QUERIES, NUM_LAYERS = 6, 3
+# the detectors that run their layers through GQPosMixin.gqpos_layer
+SPLIT_TARGETS = [t for t in TARGETS if t != 'conditional_detr']
 
 
 # tiny tensors: one intra-op thread (tests/conftest.py)
@@ -195,12 +197,18 @@ def test_stock_weights_load_with_only_gqpos_missing(target):
     )
 
 
-@pytest.mark.parametrize('target', list(TARGETS))
-def test_zero_init_add_equals_stock(target):
+@pytest.mark.parametrize(
+    'target, attn',
+    [(t, None) for t in TARGETS] + [(t, 'self') for t in SPLIT_TARGETS],
+)
+def test_zero_init_add_equals_stock(target, attn):
     """The decoder loop GQPos runs is the stock one: with the guided
-    offset at zero the outputs are the stock detector's."""
+    offset at zero the outputs are the stock detector's. With
+    ``attn='self'`` (the layer's attentions run one by one, two positions)
+    this shows the written-out layer is the layer's own forward."""
     stock = build(target, stock=True)
-    model = build(target, gqpos=dict(zero_init=True, detach=False), seed=1)
+    gqpos = dict(zero_init=True, detach=False, attn=attn)
+    model = build(target, gqpos=gqpos, seed=1)
     model.load_state_dict(stock.state_dict(), strict=False)
     imgs, samples = make_batch()
     with torch.no_grad():
@@ -320,10 +328,6 @@ def test_errors_name_the_detector_key():
         MODELS.build(tiny_model_cfg('detr', gqpos=dict(attn='cross')))
 
 
-# the detectors that run their layers through GQPosMixin.gqpos_layer
-SPLIT_TARGETS = [t for t in TARGETS if t != 'conditional_detr']
-
-
 def test_attn_defaults():
     assert build('detr', gqpos=dict()).gqpos.attn == 'both'
     assert build('deformable_detr', gqpos=dict()).gqpos.attn == 'both'
@@ -360,20 +364,3 @@ def test_attn_picks_the_attentions_with_the_guided_position(target, attn):
         cross = guided if attn == 'both' else stock
         assert torch.equal(seen['cross_attn'][layer_id], cross)
     assert not torch.allclose(probed[1], stock)
-
-
-@pytest.mark.parametrize('target', SPLIT_TARGETS)
-def test_attn_self_layer_equals_the_layer_forward(target):
-    """With the guided offset at zero, ``attn='self'`` (the layer's
-    attentions run one by one, two positions) gives the stock outputs:
-    the written-out layer is the layer's own forward."""
-    stock = build(target, stock=True)
-    model = build(target, gqpos=dict(zero_init=True, attn='self'), seed=1)
-    model.load_state_dict(stock.state_dict(), strict=False)
-    imgs, samples = make_batch()
-    with torch.no_grad():
-        out_a, (cls_a, box_a) = run(stock, imgs, samples)
-        out_b, (cls_b, box_b) = run(model, imgs, samples)
-    torch.testing.assert_close(out_b['hidden_states'], out_a['hidden_states'])
-    torch.testing.assert_close(cls_b, cls_a)
-    torch.testing.assert_close(box_b, box_a)
