@@ -1,4 +1,5 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
+from .coco_image_captions_dataset import CocoImageCaptionsDataset
 from .samplers import ResumableInfiniteSampler
 from .toy_coco import (
     TOY_CLASSES,
@@ -10,6 +11,7 @@ from .toy_coco import (
 from .toy_coco_dataset import ToyCocoDataset
 
 __all__ = [
+    'CocoImageCaptionsDataset',
     'ResumableInfiniteSampler',
     'TOY_CLASSES',
     'TOY_COLORS',

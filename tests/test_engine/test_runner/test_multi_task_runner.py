@@ -7,7 +7,10 @@ import os.path as osp
 import pickle
 
 import pytest
+import torch
+from mmdet.registry import MODELS
 from mmengine.hooks import Hook
+from mmengine.model import BaseModule
 from mmengine.registry import HOOKS
 from mmengine.runner import IterBasedTrainLoop, Runner
 
@@ -336,3 +339,98 @@ def test_ddp_without_find_unused_parameters_is_refused(tmp_path):
                     loop._check_tasks(runner)
     finally:
         dist.destroy_process_group()
+
+
+@MODELS.register_module(force=True)
+class _ReadBackCaptionHead(BaseModule):
+    """Test-only task head, not a model: predicts each image's first
+    reference caption and embeds the image and its captions by the image
+    id, so the metrics' values are known and the test checks the wiring
+    dataset -> pipeline -> loop -> evaluator -> prefixed metrics."""
+
+    uses_collective = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.zeros(()))
+
+    def loss(self, feats, data_samples) -> dict:
+        return dict(loss=self.scale * feats[-1].mean())
+
+    def predict(self, feats, data_samples) -> list:
+        for sample in data_samples:
+            sample.pred_caption = sample.gt_caption[0]
+            gen = torch.Generator().manual_seed(int(sample.img_id))
+            embed = torch.randn(8, generator=gen, dtype=torch.float64)
+            sample.img_embed = embed
+            sample.text_embeds = embed.expand(len(sample.gt_caption), 8)
+        return data_samples
+
+
+def test_caption_and_retrieval_task_in_the_val_loop(tiny_mt_cfg, toy_root):
+    """A third task reads the toy captions (CocoImageCaptionsDataset, all
+    captions of an image in one sample); the one val loop reports
+    cap/caption/BLEU-1..4, CIDEr-D and cap/retrieval/{i2t,t2i}_R@k beside
+    the other tasks' metrics, with the values the predictions imply."""
+    from mmdet.registry import METRICS
+
+    cfg = tiny_mt_cfg(name='mt_cap')
+    # runner.val() without training: mmengine's CheckpointHook can only
+    # save_best after before_train
+    cfg.default_hooks.checkpoint.save_best = None
+    preprocessors = cfg.model.data_preprocessor.preprocessors
+    preprocessors.cap = dict(type='mmpretrain.ClsDataPreprocessor')
+    cfg.model.tasks.cap = dict(type='_ReadBackCaptionHead')
+    cfg.val_dataloader.cap = dict(
+        batch_size=4,
+        num_workers=0,
+        sampler=dict(type='DefaultSampler', shuffle=False),
+        dataset=dict(
+            type='CocoImageCaptionsDataset',
+            data_root=toy_root,
+            ann_file='annotations/captions_val.json',
+            pipeline=[
+                dict(type='LoadImageFromFile'),
+                dict(type='Resize', scale=(64, 64), keep_ratio=False),
+                dict(
+                    type='mmpretrain.PackInputs',
+                    algorithm_keys=['gt_caption'],
+                    meta_keys=['img_id'],
+                ),
+            ],
+        ),
+    )
+    cfg.val_evaluator.cap = [
+        dict(type='CaptionMetric'),
+        dict(type='RetrievalMetric', topk=(1, 5)),
+    ]
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.val()
+
+    assert {'det/coco/bbox_mAP', 'cls/accuracy/top1'} <= set(metrics)
+    cap = {k: v for k, v in metrics.items() if k.startswith('cap/')}
+    assert sorted(cap) == sorted(
+        [f'cap/caption/BLEU-{n}' for n in (1, 2, 3, 4)]
+        + ['cap/caption/CIDEr-D', 'cap/retrieval/R_mean']
+        + [f'cap/retrieval/{d}_R@{k}' for d in ('i2t', 't2i') for k in (1, 5)]
+    )
+    # each prediction is one of its references: BLEU is 1
+    assert cap['cap/caption/BLEU-4'] == pytest.approx(1.0, abs=1e-6)
+    # CIDEr-D as the metric gives it on the same captions outside the loop
+    dataset = runner.val_loop.dataloaders['cap'].dataset
+    direct = METRICS.build(dict(type='CaptionMetric'))
+    direct.process(
+        None,
+        [
+            dict(
+                pred_caption=info['gt_caption'][0],
+                gt_caption=info['gt_caption'],
+            )
+            for info in (dataset.get_data_info(i) for i in range(len(dataset)))
+        ],
+    )
+    expected = direct.evaluate(len(dataset))['caption/CIDEr-D']
+    assert cap['cap/caption/CIDEr-D'] == pytest.approx(expected, rel=1e-9)
+    # every text embedded exactly as its own image: recall 100 both ways
+    assert cap['cap/retrieval/i2t_R@1'] == pytest.approx(100.0)
+    assert cap['cap/retrieval/t2i_R@1'] == pytest.approx(100.0)
