@@ -50,6 +50,56 @@ def toy_root(tmp_path_factory) -> str:
     return root
 
 
+def shrink_toy_run(
+    cfg,
+    toy_root: str,
+    work_dir: str,
+    name: str,
+    max_iters: int,
+    batch_size: int,
+    val_images=None,
+) -> str:
+    """Make a toy config a test run, in place: ``work_dir`` and run
+    names, ``max_iters`` iterations then one val pass, constant learning
+    rate, a log line every iteration, a checkpoint at the end; every
+    dataloader (each task's, for a multi-task config) without workers,
+    ``batch_size`` images of 64 px from the tiny toy set at ``toy_root``
+    (only the first ``val_images`` val images, if given).
+
+    Returns:
+        str: ``toy_root`` with a trailing ``/``.
+    """
+    root = toy_root.rstrip('/') + '/'
+    cfg.merge_from_dict(
+        {
+            'work_dir': work_dir,
+            'experiment_name': name,
+            # mmdet names its visualizer 'visualizer'; a global instance by
+            # that name would send a second run's logs to the first run's dir.
+            'visualizer.name': name,
+            'train_cfg.max_iters': max_iters,
+            'train_cfg.val_interval': max_iters,
+            'param_scheduler': [],
+            'default_hooks.logger.interval': 1,
+            'default_hooks.checkpoint.interval': max_iters,
+        }
+    )
+    for split in ('train', 'val', 'test'):
+        loaders = cfg[f'{split}_dataloader']
+        loaders = [loaders] if 'dataset' in loaders else loaders.values()
+        for loader in loaders:
+            loader.num_workers = 0
+            loader.persistent_workers = False
+            loader.batch_size = batch_size
+            loader.dataset.data_root = root
+            if split == 'val' and val_images is not None:
+                loader.dataset.indices = val_images
+            for t in loader.dataset.pipeline:
+                if t['type'] == 'Resize':
+                    t['scale'] = (64, 64)
+    return root
+
+
 def tiny_detector_cfg(
     toy_root: str,
     work_dir: str,
@@ -67,15 +117,10 @@ def tiny_detector_cfg(
     from mmengine.config import Config
 
     cfg = Config.fromfile(TOY_CONFIG)
-    root = toy_root.rstrip('/') + '/'
-    scale = (64, 64)
+    root = shrink_toy_run(cfg, toy_root, work_dir, name, max_iters, batch_size)
+    ann_val = root + 'annotations/instances_val.json'
     cfg.merge_from_dict(
         {
-            'work_dir': work_dir,
-            'experiment_name': name,
-            # mmdet names its visualizer 'visualizer'; a global instance by
-            # that name would send a second run's logs to the first run's dir.
-            'visualizer.name': name,
             'model.backbone.base_channels': 16,
             'model.neck.in_channels': [16, 32, 64, 128],
             'model.neck.out_channels': 32,
@@ -84,24 +129,10 @@ def tiny_detector_cfg(
             'model.bbox_head.norm_cfg.num_groups': 8,
             # untrained models score below 0.05: keep predictions to evaluate
             'model.test_cfg.score_thr': 0.0,
-            'train_cfg.max_iters': max_iters,
-            'train_cfg.val_interval': max_iters,
-            'param_scheduler': [],
-            'default_hooks.logger.interval': 1,
-            'default_hooks.checkpoint.interval': max_iters,
-            'val_evaluator.ann_file': root + 'annotations/instances_val.json',
-            'test_evaluator.ann_file': root + 'annotations/instances_val.json',
+            'val_evaluator.ann_file': ann_val,
+            'test_evaluator.ann_file': ann_val,
         }
     )
-    for split in ('train', 'val', 'test'):
-        loader = cfg[f'{split}_dataloader']
-        loader.num_workers = 0
-        loader.persistent_workers = False
-        loader.batch_size = batch_size
-        loader.dataset.data_root = root
-        for t in loader.dataset.pipeline:
-            if t['type'] == 'Resize':
-                t['scale'] = scale
     return cfg
 
 
@@ -202,13 +233,10 @@ def tiny_multitask_cfg(
     from mmengine.config import Config
 
     cfg = Config.fromfile(MULTITASK_CONFIG)
-    root = toy_root.rstrip('/') + '/'
+    root = shrink_toy_run(cfg, toy_root, work_dir, name, max_iters, 4)
     ann_val = root + 'annotations/instances_val.json'
     cfg.merge_from_dict(
         {
-            'work_dir': work_dir,
-            'experiment_name': name,
-            'visualizer.name': name,
             'model.backbone.base_channels': 16,
             'model.tasks.det.neck.in_channels': [16, 32, 64, 128],
             'model.tasks.det.neck.out_channels': 32,
@@ -217,25 +245,11 @@ def tiny_multitask_cfg(
             'model.tasks.det.head.norm_cfg.num_groups': 8,
             'model.tasks.det.head.test_cfg.score_thr': 0.0,
             'model.tasks.cls.head.in_channels': 128,
-            'train_cfg.max_iters': max_iters,
-            'train_cfg.val_interval': max_iters,
             'train_cfg.strategy': strategy,
-            'param_scheduler': [],
-            'default_hooks.logger.interval': 1,
-            'default_hooks.checkpoint.interval': max_iters,
             'val_evaluator.det.ann_file': ann_val,
             'test_evaluator.det.ann_file': ann_val,
         }
     )
-    for split in ('train', 'val', 'test'):
-        for loader in cfg[f'{split}_dataloader'].values():
-            loader.num_workers = 0
-            loader.persistent_workers = False
-            loader.batch_size = 4
-            loader.dataset.data_root = root
-            for t in loader.dataset.pipeline:
-                if t['type'] == 'Resize':
-                    t['scale'] = (64, 64)
     return cfg
 
 

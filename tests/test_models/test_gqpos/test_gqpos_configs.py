@@ -73,34 +73,16 @@ def test_gqpos_config_is_base_plus_switch(path, monkeypatch):
 
 def tiny_toy_cfg(path: str, toy_root: str, work_dir: str, name: str):
     """A toy config on the tiny toy set: 64 px, batch 2, no workers, 2
-    iterations then one validation pass, constant learning rate."""
+    iterations then one validation pass on 4 images, constant learning
+    rate."""
+    from conftest import shrink_toy_run
+
     cfg = Config.fromfile(path)
-    root = toy_root.rstrip('/') + '/'
+    root = shrink_toy_run(cfg, toy_root, work_dir, name, 2, 2, val_images=4)
     ann_val = root + 'annotations/instances_val.json'
     cfg.merge_from_dict(
-        {
-            'work_dir': work_dir,
-            'experiment_name': name,
-            'visualizer.name': name,
-            'train_cfg.max_iters': 2,
-            'train_cfg.val_interval': 2,
-            'param_scheduler': [],
-            'default_hooks.logger.interval': 1,
-            'val_evaluator.ann_file': ann_val,
-            'test_evaluator.ann_file': ann_val,
-        }
+        {'val_evaluator.ann_file': ann_val, 'test_evaluator.ann_file': ann_val}
     )
-    for split in ('train', 'val', 'test'):
-        loader = cfg[f'{split}_dataloader']
-        loader.num_workers = 0
-        loader.persistent_workers = False
-        loader.batch_size = 2
-        loader.dataset.data_root = root
-        if split == 'val':
-            loader.dataset.indices = 4
-        for t in loader.dataset.pipeline:
-            if t['type'] == 'Resize':
-                t['scale'] = (64, 64)
     return cfg
 
 

@@ -151,32 +151,14 @@ def test_on_off_configs_differ_only_in_the_fusion():
 
 
 def _tiny_cfg(path, toy_root, work_dir, name, max_iters=2):
+    from conftest import shrink_toy_run
+
     cfg = _small_model_cfg(path)
-    root = toy_root.rstrip('/') + '/'
+    root = shrink_toy_run(cfg, toy_root, work_dir, name, max_iters, 4)
     ann_val = root + 'annotations/instances_val.json'
     cfg.merge_from_dict(
-        {
-            'work_dir': work_dir,
-            'experiment_name': name,
-            'visualizer.name': name,
-            'train_cfg.max_iters': max_iters,
-            'train_cfg.val_interval': max_iters,
-            'param_scheduler': [],
-            'default_hooks.logger.interval': 1,
-            'default_hooks.checkpoint.interval': max_iters,
-            'val_evaluator.ann_file': ann_val,
-            'test_evaluator.ann_file': ann_val,
-        }
+        {'val_evaluator.ann_file': ann_val, 'test_evaluator.ann_file': ann_val}
     )
-    for split in ('train', 'val', 'test'):
-        loader = cfg[f'{split}_dataloader']
-        loader.num_workers = 0
-        loader.persistent_workers = False
-        loader.batch_size = 4
-        loader.dataset.data_root = root
-        for t in loader.dataset.pipeline:
-            if t['type'] == 'Resize':
-                t['scale'] = (64, 64)
     return cfg
 
 
