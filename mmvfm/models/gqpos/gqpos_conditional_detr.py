@@ -81,7 +81,7 @@ class GQPosConditionalDETR(GQPosMixin, ConditionalDETR):
         center = reg[..., :2] + reference_unsigmoid
         return torch.cat([center, reg[..., 2:]], dim=-1).sigmoid()
 
-    def forward_decoder(
+    def gqpos_forward_decoder(
         self,
         query: Tensor,
         query_pos: Tensor,
@@ -96,10 +96,6 @@ class GQPosConditionalDETR(GQPosMixin, ConditionalDETR):
             dict: ``hidden_states`` ``[L, bs, nq, c]`` and ``references``
             ``[bs, nq, 2]``, as the stock decoder.
         """
-        if not self.with_gqpos:
-            return super().forward_decoder(
-                query, query_pos, memory, memory_mask, memory_pos
-            )
         decoder = self.decoder
         num_layers = len(decoder.layers)
         stock_pos = query_pos

@@ -87,7 +87,7 @@ class GQPosDeformableDETR(GQPosMixin, DeformableDETR):
         center = reg[..., :2] + inverse_sigmoid(reference)
         return torch.cat([center, reg[..., 2:]], dim=-1).sigmoid()
 
-    def forward_decoder(
+    def gqpos_forward_decoder(
         self,
         query: Tensor,
         query_pos: Tensor,
@@ -116,17 +116,6 @@ class GQPosDeformableDETR(GQPosMixin, DeformableDETR):
             (the initial and the ``L`` per-layer references), as the stock
             detector.
         """
-        if not self.with_gqpos:
-            return super().forward_decoder(
-                query,
-                query_pos,
-                memory,
-                memory_mask,
-                reference_points,
-                spatial_shapes,
-                level_start_index,
-                valid_ratios,
-            )
         decoder = self.decoder
         num_layers = len(decoder.layers)
         init_reference = reference_points

@@ -57,7 +57,7 @@ class GQPosDETR(GQPosMixin, DETR):
         head = self.bbox_head
         return head.fc_reg(head.activate(head.reg_ffn(hidden_state))).sigmoid()
 
-    def forward_decoder(
+    def gqpos_forward_decoder(
         self,
         query: Tensor,
         query_pos: Tensor,
@@ -79,10 +79,6 @@ class GQPosDETR(GQPosMixin, DETR):
             dict: ``hidden_states`` ``[L, bs, nq, c]`` (``[1, bs, nq, c]``
             without ``return_intermediate``), as the stock decoder.
         """
-        if not self.with_gqpos:
-            return super().forward_decoder(
-                query, query_pos, memory, memory_mask, memory_pos
-            )
         decoder = self.decoder
         num_layers = len(decoder.layers)
         stock_pos = query_pos

@@ -5,7 +5,7 @@ build-time checks (the head has the box branch GQPos reuses; ``gqpos.attn``
 is one the detector supports) and the decoder-layer call that gives the
 guided position to both attentions or to the self-attention only."""
 
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from mmdet.models.layers.transformer import DetrTransformerDecoderLayer
 from mmdet.utils import OptConfigType
@@ -29,7 +29,7 @@ def check_head_has(
 class GQPosMixin:
     """Mix in before the mmdet detector; call :meth:`init_gqpos` at the
     end of ``__init__`` (it needs ``embed_dims``, ``decoder`` and
-    ``bbox_head``).
+    ``bbox_head``) and implement ``gqpos_forward_decoder``.
 
     Attributes:
         GQPOS_HEAD_BRANCHES (tuple[str]): the head's attributes the
@@ -76,6 +76,14 @@ class GQPosMixin:
     @property
     def with_gqpos(self) -> bool:
         return self.gqpos is not None
+
+    def forward_decoder(self, *args, **kwargs) -> Dict:
+        """The stock detector's ``forward_decoder`` with GQPos off, the
+        detector's ``gqpos_forward_decoder`` (the stock decoder loop plus
+        the position update; same arguments and outputs) with it on."""
+        if not self.with_gqpos:
+            return super().forward_decoder(*args, **kwargs)
+        return self.gqpos_forward_decoder(*args, **kwargs)
 
     def gqpos_layer(
         self,
