@@ -1,11 +1,28 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
 """Timing helpers shared by the benchmark scripts."""
 
+import argparse
 import statistics
 import time
 from typing import Callable, Dict, List
 
 import torch
+
+
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    """``--threads T`` (intra-op CPU threads) and ``--device cpu|cuda``."""
+    parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument('--device', default='cpu')
+
+
+def setup_device(args: argparse.Namespace) -> str:
+    """Apply ``--threads``; return ``--device``, refusing CUDA where there
+    is none."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        raise SystemExit('error: --device cuda but CUDA is not available')
+    return args.device
 
 
 def _sync(device: str) -> None:

@@ -24,7 +24,12 @@ import torch
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from common import interleaved_median, report  # noqa: E402
+from common import (  # noqa: E402
+    add_device_args,
+    interleaved_median,
+    report,
+    setup_device,
+)
 
 from mmvfm.models.losses import FGDLoss, FGDLossReference  # noqa: E402
 
@@ -41,8 +46,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument('--channels', type=int, default=256)
     parser.add_argument('--boxes', type=int, default=30)
-    parser.add_argument('--threads', type=int, default=None)
-    parser.add_argument('--device', default='cpu')
+    add_device_args(parser)
     parser.add_argument(
         '--profile',
         action='store_true',
@@ -157,11 +161,7 @@ def profile_parts(loss: FGDLoss, fs, ft, boxes, metas, repeats: int) -> None:
 
 def main() -> None:
     args = parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = args.device
-    if device.startswith('cuda') and not torch.cuda.is_available():
-        raise SystemExit('error: --device cuda but CUDA is not available')
+    device = setup_device(args)
     print(
         f'device={device} threads={torch.get_num_threads()} '
         f'torch={torch.__version__}'

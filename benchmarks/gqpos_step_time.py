@@ -31,7 +31,11 @@ import torch
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from common import interleaved_median  # noqa: E402
+from common import (  # noqa: E402
+    add_device_args,
+    interleaved_median,
+    setup_device,
+)
 
 import mmvfm  # noqa: E402,F401  (stack fixes, registries)
 
@@ -54,8 +58,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--targets', nargs='+', default=list(CONFIGS), choices=list(CONFIGS)
     )
-    parser.add_argument('--threads', type=int, default=None)
-    parser.add_argument('--device', default='cpu')
+    add_device_args(parser)
     return parser.parse_args()
 
 
@@ -144,11 +147,7 @@ def step_fn(model, imgs, samples) -> Callable[[], None]:
 
 def main() -> None:
     args = parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = args.device
-    if device.startswith('cuda') and not torch.cuda.is_available():
-        raise SystemExit('error: --device cuda but CUDA is not available')
+    device = setup_device(args)
     from mmengine.logging import MMLogger
 
     from mmvfm.utils import register_all_modules

@@ -37,7 +37,12 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
-from common import interleaved_median, report  # noqa: E402
+from common import (  # noqa: E402
+    add_device_args,
+    interleaved_median,
+    report,
+    setup_device,
+)
 
 _OP = osp.join(
     osp.dirname(osp.dirname(osp.abspath(__file__))),
@@ -73,8 +78,7 @@ def parse_args() -> argparse.Namespace:
         default=[8, 16, 32, 64],
         help='square level sizes, coarse to fine, each twice the last',
     )
-    parser.add_argument('--threads', type=int, default=None)
-    parser.add_argument('--device', default='cpu')
+    add_device_args(parser)
     parser.add_argument(
         '--no-mask', action='store_true', help='no padded image'
     )
@@ -167,9 +171,7 @@ def peak_bytes(fn: Callable[[], object], device: str) -> int:
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = args.device
+    device = setup_device(args)
     check(args, device)
     inputs = make_inputs(args, device)
     fns: Dict[str, Callable[[], object]] = {
