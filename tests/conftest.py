@@ -1,6 +1,8 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
 """Shared fixtures: a tiny toy COCO set and a tiny detector config."""
 
+import glob
+import importlib.util
 import os.path as osp
 
 import pytest
@@ -12,10 +14,28 @@ from mmvfm.utils import register_all_modules
 register_all_modules(init_default_scope=True)
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# every config a user can run: configs/ and projects/*/configs/
+ALL_CONFIGS = sorted(
+    p
+    for pattern in ('configs/**/*.py', 'projects/*/configs/**/*.py')
+    for p in glob.glob(osp.join(REPO_ROOT, pattern), recursive=True)
+    if '_base_' not in p
+)
 TOY_CONFIG = osp.join(
     REPO_ROOT,
     'configs/toy/retinanet_r18-w32_fpn_gn-head_1xb8-500i_toy-coco.py',
 )
+
+
+def load_tool(rel_path: str):
+    """A script under tools/ (``'train.py'``, ``'misc/smoke_run.py'``) as
+    a module, to call its ``main(argv)`` in process."""
+    path = osp.join(REPO_ROOT, 'tools', rel_path)
+    name = 'tool_' + rel_path.replace('/', '_')[:-3]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

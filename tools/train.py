@@ -111,6 +111,8 @@ def build_train_cfg(args):
 
 
 def main(argv=None):
+    """Returns the Runner after training (its message hub holds the last
+    iteration's losses)."""
     args = parse_args(argv)
     cfg = build_train_cfg(args)
     register_all_modules(init_default_scope=False)
@@ -127,6 +129,7 @@ def main(argv=None):
         runner = Runner.from_cfg(cfg)
     runner.train()
     destroy_process_group()
+    return runner
 
 
 if __name__ == '__main__':

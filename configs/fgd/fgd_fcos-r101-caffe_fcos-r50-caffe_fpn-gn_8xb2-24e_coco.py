@@ -40,7 +40,7 @@ model = dict(
 
 optim_wrapper = dict(
     constructor='TrainableOptimWrapperConstructor',
-    clip_grad=dict(_delete_=True, max_norm=35, norm_type=2),
+    clip_grad=dict(max_norm=35, norm_type=2),
 )
 find_unused_parameters = True
 train_dataloader = dict(batch_size=2, num_workers=2)

@@ -1,21 +1,14 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
 """Every config under configs/ and projects/*/configs/ loads and builds."""
 
-import glob
 import os.path as osp
 import sys
 
 import pytest
 import torch
+from conftest import ALL_CONFIGS as CONFIGS
+from conftest import REPO_ROOT
 from mmengine.config import Config
-
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIGS = sorted(
-    p
-    for pattern in ('configs/**/*.py', 'projects/*/configs/**/*.py')
-    for p in glob.glob(osp.join(REPO_ROOT, pattern), recursive=True)
-    if '_base_' not in p
-)
 
 
 def test_configs_are_found():

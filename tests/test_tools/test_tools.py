@@ -2,7 +2,6 @@
 """The command-line tools, in process, on the tiny toy set."""
 
 import glob
-import importlib.util
 import os.path as osp
 import pickle
 import subprocess
@@ -10,18 +9,10 @@ import sys
 
 import pytest
 import torch
+from conftest import load_tool
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOY_CONFIG = 'configs/toy/retinanet_r18-w32_fpn_gn-head_1xb8-500i_toy-coco.py'
-
-
-def load_tool(rel_path: str):
-    path = osp.join(REPO_ROOT, 'tools', rel_path)
-    name = 'tool_' + rel_path.replace('/', '_')[:-3]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')

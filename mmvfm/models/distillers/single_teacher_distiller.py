@@ -38,6 +38,8 @@ from mmengine.model import BaseModel
 from mmengine.runner.checkpoint import load_checkpoint
 from torch import Tensor
 
+from mmvfm.utils import drop_pretrained, load_config
+
 from .recorder import build_recorders
 
 # Arguments a distillation loss may ask for besides preds_S and preds_T.
@@ -48,8 +50,6 @@ ModelCfg = Union[dict, ConfigDict, Config, str]
 def _teacher_model_cfg(teacher: ModelCfg) -> dict:
     """A teacher model config from a dict, a file or an ``mmdet::`` path."""
     if isinstance(teacher, str):
-        from mmvfm.utils import load_config
-
         cfg = load_config(teacher)
         if 'model' not in cfg:
             raise KeyError(f'teacher config "{teacher}" has no `model`')
@@ -95,7 +95,10 @@ class SingleTeacherDistiller(BaseModel):
             teacher recording lies in the backbone or neck, else the
             teacher's ``_forward``), ``'extract_feat'`` or ``'tensor'``.
         allow_untrained_teacher (bool): build without ``teacher_ckpt``
-            (tests, smoke runs). Defaults to False.
+            (tests, smoke runs). The teacher is then initialised by its own
+            ``init_cfg``s with every ``Pretrained`` one dropped (no
+            downloads), as an untrained detector of its config would be.
+            Defaults to False.
         data_preprocessor (dict, optional): defaults to the student's.
         init_cfg (dict, optional): unused; weights come from the student's
             own init and from ``teacher_ckpt``.
@@ -125,7 +128,7 @@ class SingleTeacherDistiller(BaseModel):
         self.student = student_model
 
         # ---- teacher: built, loaded, frozen -------------------------------
-        self.teacher = MODELS.build(_teacher_model_cfg(teacher))
+        teacher_cfg = _teacher_model_cfg(teacher)
         self.teacher_ckpt = teacher_ckpt
         if teacher_ckpt is None:
             if not allow_untrained_teacher:
@@ -135,7 +138,11 @@ class SingleTeacherDistiller(BaseModel):
                     '--cfg-options model.teacher_ckpt=PATH (or set '
                     'allow_untrained_teacher=True for smoke tests)'
                 )
-        else:
+            # initialised in init_weights by its own init_cfgs, without
+            # the pretrained backbone downloads
+            drop_pretrained(teacher_cfg)
+        self.teacher = MODELS.build(teacher_cfg)
+        if teacher_ckpt is not None:
             if _is_local_path(teacher_ckpt) and not osp.isfile(teacher_ckpt):
                 raise FileNotFoundError(
                     f'teacher_ckpt "{teacher_ckpt}" does not exist'
@@ -304,12 +311,18 @@ class SingleTeacherDistiller(BaseModel):
     def init_weights(self) -> None:
         """Initialise the student (its own ``init_cfg``s), then copy the
         teacher's modules into it if ``init_student``. The teacher keeps
-        the weights of ``teacher_ckpt``.
+        the weights of ``teacher_ckpt``; an untrained teacher
+        (``teacher_ckpt=None``) is initialised first by its own
+        ``init_cfg``s (PyTorch's default weights gave RetinaNet a
+        ``loss_cls`` of ~1e4 through ``init_student`` and YOLOX a total
+        loss of ~1e16).
 
         NOTE: the FGD reference code copied the teacher at build time;
         on mmdet >= 2.12 the Runner's later ``init_weights`` overwrote the
         copy (its users lost ~10 mAP). Here the copy comes last.
         """
+        if self.teacher_ckpt is None:
+            self.teacher.init_weights()
         self.student.init_weights()
         for loss in self.distill_losses.values():
             if hasattr(loss, 'init_weights'):

@@ -2,12 +2,12 @@
 """The multi-task loops end to end through mmengine's Runner (and DDP)."""
 
 import glob
-import importlib.util
 import os.path as osp
 import pickle
 
 import pytest
 import torch
+from conftest import load_tool
 from mmdet.registry import MODELS
 from mmengine.hooks import Hook
 from mmengine.model import BaseModule
@@ -37,15 +37,6 @@ class _BatchRecorderHook(Hook):
     ) -> None:
         paths = [s.img_path for s in data_batch['data_samples']]
         self.records[self.key].append((batch_idx, data_batch['task'], paths))
-
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f'tool_{name}', osp.join(REPO_ROOT, 'tools', f'{name}.py')
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _scalars(work_dir):
@@ -95,7 +86,7 @@ def test_two_task_model_trains_validates_and_tests(tiny_mt_cfg, tmp_path):
     cfg_path = str(tmp_path / 'mt.py')
     cfg.dump(cfg_path)
     out = str(tmp_path / 'results.pkl')
-    metrics = _load_tool('test').main(
+    metrics = load_tool('test.py').main(
         [
             cfg_path,
             osp.join(cfg.work_dir, 'iter_8.pth'),

@@ -78,6 +78,26 @@ def test_teacher_loaded_and_frozen(tiny_cfg, teacher_ckpt):
     assert model.teacher_forward == 'extract_feat'
 
 
+def test_untrained_teacher_is_initialised_without_downloads(tiny_cfg):
+    """allow_untrained_teacher: the teacher gets its own init_cfg (here
+    RetinaNet's focal-loss prior on the class bias, which init_student then
+    copies), and a Pretrained backbone init_cfg is dropped, not fetched."""
+    model_cfg = tiny_cfg().model
+    teacher = copy.deepcopy(model_cfg)
+    teacher.backbone.init_cfg = dict(
+        type='Pretrained', checkpoint='https://example.invalid/r18.pth'
+    )
+    model = MODELS.build(
+        distiller_cfg(model_cfg, teacher=teacher, init_student=True)
+    )
+    assert 'Pretrained' not in str(model.teacher.backbone.init_cfg)
+    model.init_weights()  # would fail on the Pretrained download
+    prior = -torch.log(torch.tensor((1 - 0.01) / 0.01))
+    for m in (model.teacher, model.student):
+        bias = m.bbox_head.retina_cls.bias
+        torch.testing.assert_close(bias, torch.full_like(bias, prior.item()))
+
+
 @pytest.mark.parametrize(
     'override,error,match',
     [

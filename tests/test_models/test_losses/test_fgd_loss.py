@@ -502,7 +502,14 @@ def test_gradients_reach_every_parameter():
     loss(fs, ft, gt, m).backward()
     assert fs.grad is not None and fs.grad.abs().sum() > 0
     for name, p in loss.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+        assert p.grad is not None, name
+        if name.startswith('conv_mask') and name.endswith('.bias'):
+            # the context softmax over positions is shift-invariant: the
+            # bias of its logits has no effect and, exactly, no gradient
+            # (it was asserted > 0 and passed on rounding noise)
+            assert p.grad.abs().max() < 1e-6, name
+        else:
+            assert p.grad.abs().sum() > 0, name
 
 
 # --------------------------------------------------------------------------

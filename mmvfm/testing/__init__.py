@@ -1,0 +1,18 @@
+# Copyright (c) mmvfm contributors. All rights reserved.
+from .smoke_run import (
+    SPATIAL_KEYS,
+    bad_losses,
+    iter_leaf_datasets,
+    make_smoke_data,
+    smoke_config,
+    smoke_losses,
+)
+
+__all__ = [
+    'SPATIAL_KEYS',
+    'bad_losses',
+    'iter_leaf_datasets',
+    'make_smoke_data',
+    'smoke_config',
+    'smoke_losses',
+]

@@ -1,0 +1,434 @@
+# Copyright (c) mmvfm contributors. All rights reserved.
+"""One real training iteration of any config, on toy images.
+
+A config that builds can still crash at its first step (a ``_delete_``
+key that survives into ``clip_grad_norm_``, a hook that reaches into the
+wrong module, a loss that is ``inf`` on an untrained teacher). A smoke run
+takes the config as it is -- its pipelines, input size, model, optimizer,
+hooks and train loop -- and changes only what a machine without COCO and
+without the internet needs:
+
+- **data**: every dataset of the config reads a generated toy set
+  (:func:`mmvfm.datasets.generate_toy_coco`). A dataset whose annotation
+  file the toy set has (the toy configs) reads it unchanged; any other
+  COCO-format dataset (``CocoDataset`` and its subclasses: the COCO
+  configs) gets a COCO-format file at the config's own relative paths
+  (``annotations/instances_train2017.json``, ``train2017/``) whose
+  categories are the dataset's own classes (80 for COCO), the five toy
+  shapes mapped onto five of them spread over the label range;
+- **weights**: every ``Pretrained`` ``init_cfg`` dropped, ``load_from``
+  off, a distiller's teacher untrained (``allow_untrained_teacher``: it is
+  initialised by its own ``init_cfg``); every ``score_thr`` of the model
+  0, so that the test pass evaluates an untrained model's predictions;
+- **schedule**: exactly one training iteration (an iteration-based loop
+  stops after one; an epoch-based one runs one epoch over one batch; a
+  multi-task loop runs until each task has trained once),
+  validation off, no data workers, a log line per iteration, a checkpoint
+  only when asked for (:func:`smoke_config` ``checkpoint=True``);
+- **scale** (optional): ``scale < 1`` multiplies every spatial size of the
+  pipelines and batch augments (``scale``, ``scales``, ``img_scale``,
+  ``crop_size``, ``border``, ``size``, ``random_size_range``), for a
+  cheaper run that keeps the config's multi-level structure.
+
+``tools/misc/smoke_run.py`` writes the smoke config, trains it with
+``tools/train.py``, reads the iteration's losses (:func:`smoke_losses`) and,
+if asked, evaluates its checkpoint with ``tools/test.py``;
+``tests/test_configs/test_config_smoke_runs.py`` runs it on every shipped
+config.
+"""
+
+import copy
+import json
+import math
+import os
+import os.path as osp
+import shutil
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from mmengine.config import Config, ConfigDict
+
+from mmvfm.utils import drop_pretrained
+
+__all__ = [
+    'SPATIAL_KEYS',
+    'bad_losses',
+    'iter_leaf_datasets',
+    'make_smoke_data',
+    'smoke_config',
+    'smoke_losses',
+]
+
+# pipeline / batch-augment keys whose int values are pixel sizes
+SPATIAL_KEYS = (
+    'scale',
+    'scales',
+    'img_scale',
+    'crop_size',
+    'border',
+    'size',
+    'random_size_range',
+)
+# dataset wrappers: the keys that hold the wrapped dataset(s)
+_WRAPPED = ('dataset', 'datasets')
+_SPLITS = ('train', 'val', 'test')
+
+
+def make_smoke_data(root: str, num_images: int = 8, seed: int = 0) -> str:
+    """Generate (once) the toy set that smoke runs read: ``num_images``
+    train and val images of the toy set's own size (112-128 px).
+
+    Returns:
+        str: ``root``.
+    """
+    from mmvfm.datasets import generate_toy_coco
+
+    if not osp.isfile(osp.join(root, 'annotations', 'instances_val.json')):
+        generate_toy_coco(
+            root,
+            num_train=num_images,
+            num_val=num_images,
+            num_captions=3,
+            seed=seed,
+            overwrite=True,
+        )
+    return root
+
+
+def iter_leaf_datasets(dataset: dict) -> Iterator[dict]:
+    """The dataset configs inside ``dataset``: itself, or those inside its
+    wrappers (``MultiImageMixDataset``, ``RepeatDataset``,
+    ``ConcatDataset``, ...), depth first."""
+    wrapped = [k for k in _WRAPPED if k in dataset]
+    if not wrapped:
+        yield dataset
+        return
+    for key in wrapped:
+        inner = dataset[key]
+        for d in inner if isinstance(inner, (list, tuple)) else [inner]:
+            yield from iter_leaf_datasets(d)
+
+
+def _loaders(cfg: Config, split: str) -> List[dict]:
+    """The ``{split}_dataloader`` configs: one, or one per task of a
+    multi-task config (``dict(task=loader, ...)``)."""
+    loaders = cfg.get(f'{split}_dataloader')
+    if not loaders:
+        return []
+    return [loaders] if 'dataset' in loaders else list(loaders.values())
+
+
+def _dataset_classes(dataset: dict) -> Optional[Tuple[str, ...]]:
+    """The class names a dataset config declares (``metainfo.classes``)
+    or its registered class's ``METAINFO`` has; None without any."""
+    metainfo = dataset.get('metainfo') or {}
+    if metainfo.get('classes'):
+        return tuple(metainfo['classes'])
+    from mmdet.registry import DATASETS
+
+    try:
+        dataset_cls = DATASETS.get(dataset['type'])
+    except KeyError:
+        return None
+    if dataset_cls is None:
+        return None
+    classes = getattr(dataset_cls, 'METAINFO', {}).get('classes')
+    return tuple(classes) if classes else None
+
+
+def _coco_for_classes(
+    toy_ann: str, toy_root: str, out_ann: str, img_dir: str, classes
+) -> None:
+    """Write the toy instances file ``toy_ann`` as a COCO file at
+    ``out_ann`` whose categories are ``classes`` (ids 1..K), its images
+    copied into ``img_dir`` (``file_name`` = the base name).
+
+    Toy shape k of 5 becomes class ``round(k * (K - 1) / 4)``: the first
+    and the last label are both used.
+    """
+    with open(toy_ann) as f:
+        coco = json.load(f)
+    num = len(classes)
+    toy_ids = sorted(c['id'] for c in coco['categories'])
+    spread = max(len(toy_ids) - 1, 1)
+    to_class = {
+        cid: round(k * (num - 1) / spread) + 1 for k, cid in enumerate(toy_ids)
+    }
+    os.makedirs(img_dir, exist_ok=True)
+    for img in coco['images']:
+        src = osp.join(toy_root, img['file_name'])
+        img['file_name'] = osp.basename(img['file_name'])
+        shutil.copyfile(src, osp.join(img_dir, img['file_name']))
+    for ann in coco['annotations']:
+        ann['category_id'] = to_class[ann['category_id']]
+    coco['categories'] = [
+        dict(id=i + 1, name=name, supercategory='smoke')
+        for i, name in enumerate(classes)
+    ]
+    os.makedirs(osp.dirname(out_ann), exist_ok=True)
+    with open(out_ann, 'w') as f:
+        json.dump(coco, f)
+
+
+def _point_at_toy_data(
+    dataset: dict, split: str, toy_root: str, out_root: str
+) -> Tuple[str, str]:
+    """Rewrite one leaf dataset config, in place, to read the toy images.
+
+    Returns:
+        (old data_root, new data_root), for rewriting evaluators' paths.
+    """
+    old_root = dataset.get('data_root') or ''
+    ann_file = dataset.get('ann_file') or ''
+    if not ann_file:
+        raise ValueError(
+            f'{split}_dataloader: dataset {dataset.get("type")!r} has no '
+            'ann_file; a smoke run knows only annotation-file datasets'
+        )
+    rel_ann = ann_file
+    if osp.isabs(ann_file):
+        rel_ann = osp.relpath(ann_file, old_root)
+    if osp.isfile(osp.join(toy_root, rel_ann)):
+        # a toy-set config: its files exist in the toy set
+        dataset['data_root'] = toy_root
+        dataset['ann_file'] = rel_ann
+        return old_root, toy_root
+    classes = _dataset_classes(dataset)
+    if classes is None:
+        raise ValueError(
+            f'{split}_dataloader: dataset {dataset.get("type")!r} '
+            f'({ann_file}) declares no classes (metainfo.classes or '
+            'METAINFO) to write a COCO-format toy file for'
+        )
+    prefix = dataset.get('data_prefix') or {}
+    img_prefix = prefix.get('img', '') if isinstance(prefix, dict) else prefix
+    toy_split = 'train' if split == 'train' else 'val'
+    out_ann = osp.join(out_root, rel_ann)
+    if not osp.isfile(out_ann):
+        _coco_for_classes(
+            osp.join(toy_root, 'annotations', f'instances_{toy_split}.json'),
+            toy_root,
+            out_ann,
+            osp.join(out_root, img_prefix or toy_split),
+            classes,
+        )
+        if not img_prefix:  # file names relative to the data root
+            _prefix_file_names(out_ann, toy_split)
+    dataset['data_root'] = out_root
+    dataset['ann_file'] = rel_ann
+    return old_root, out_root
+
+
+def _prefix_file_names(ann_file: str, folder: str) -> None:
+    with open(ann_file) as f:
+        coco = json.load(f)
+    for img in coco['images']:
+        img['file_name'] = f'{folder}/{img["file_name"]}'
+    with open(ann_file, 'w') as f:
+        json.dump(coco, f)
+
+
+def _rewrite_paths(node: Any, roots: Dict[str, str]) -> None:
+    """Evaluator ``ann_file``s under one of the config's old data roots ->
+    the same file under the smoke data root, in place."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == 'ann_file' and isinstance(value, str):
+                for old, new in roots.items():
+                    if old and value.startswith(old):
+                        node[key] = osp.join(new, value[len(old) :])
+                        break
+            else:
+                _rewrite_paths(value, roots)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _rewrite_paths(value, roots)
+
+
+def _scale_sizes(node: Any, factor: float) -> Any:
+    """Every int under a :data:`SPATIAL_KEYS` key times ``factor``
+    (rounded, at least 1 in magnitude), in place for dicts/lists."""
+
+    def scale(value):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value != 0:
+            size = max(1, round(abs(value) * factor))
+            return size if value > 0 else -size
+        if isinstance(value, (list, tuple)):
+            return type(value)(scale(v) for v in value)
+        return value
+
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in SPATIAL_KEYS:
+                node[key] = scale(value)
+            else:
+                _scale_sizes(value, factor)
+    elif isinstance(node, list):
+        for value in node:
+            _scale_sizes(value, factor)
+    return node
+
+
+def _zero_score_thresholds(node: Any) -> None:
+    """Every ``score_thr`` in a model config -> 0, in place."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == 'score_thr':
+                node[key] = 0.0
+            else:
+                _zero_score_thresholds(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _zero_score_thresholds(value)
+
+
+def _iters_to_train_each_task(train_cfg: dict, seed: int) -> int:
+    """1, or for a multi-task loop (``task_ratios``) the number of
+    iterations after which its task draws have trained every task."""
+    ratios = train_cfg.get('task_ratios')
+    if not ratios:
+        return 1
+    from mmvfm.engine.runner import TaskSampler
+
+    sampler = TaskSampler(
+        dict(ratios),
+        train_cfg.get('strategy', 'unmixed'),
+        train_cfg.get('seed', None) or seed,
+    )
+    seen = set()
+    for it in range(10_000):
+        seen.add(sampler.task_at(it))
+        if len(seen) == len(sampler.tasks):
+            return it + 1
+    raise ValueError(
+        f'train_cfg.task_ratios {dict(ratios)}: some task is not drawn in '
+        '10000 iterations'
+    )
+
+
+def _is_epoch_based(train_cfg: dict) -> bool:
+    loop = str(train_cfg.get('type', ''))
+    if loop:
+        return 'Epoch' in loop
+    return 'max_epochs' in train_cfg or train_cfg.get('by_epoch', False)
+
+
+def smoke_config(
+    cfg: Config,
+    data_root: str,
+    work_dir: str,
+    scale: float = 1.0,
+    batch_size: Optional[int] = None,
+    checkpoint: bool = False,
+    name: Optional[str] = None,
+    seed: int = 0,
+) -> Config:
+    """A copy of ``cfg`` made a one-iteration smoke run (module doc).
+
+    Args:
+        cfg: the config as loaded (``Config.fromfile``).
+        data_root: the toy set of :func:`make_smoke_data`; COCO-format
+            files for other class lists are written under
+            ``data_root/smoke_<dataset type>/``.
+        work_dir: the run's work dir.
+        scale: factor on the pipelines' spatial sizes (1: the config's own).
+        batch_size: images per iteration (default: the config's).
+        checkpoint: save a checkpoint after the iteration (for a test pass).
+        name: experiment and visualizer name (default: the work dir's).
+        seed: ``randomness.seed``.
+
+    Returns:
+        Config: the smoke-run config; ``cfg`` is not changed.
+    """
+    cfg = copy.deepcopy(cfg)
+    name = name or osp.basename(osp.normpath(work_dir))
+    cfg.work_dir = work_dir
+    cfg.experiment_name = name
+    if 'visualizer' in cfg:
+        # mmdet's visualizer is a named global instance
+        cfg.visualizer.name = name
+    cfg.randomness = dict(seed=seed)
+    cfg.load_from = None
+    cfg.resume = False
+
+    # ---- weights: nothing downloaded, untrained teachers ---------------
+    drop_pretrained(cfg.model)
+    _zero_score_thresholds(cfg.model)
+    if 'teacher' in cfg.model:
+        cfg.model.teacher_ckpt = None
+        cfg.model.allow_untrained_teacher = True
+
+    # ---- data: the toy images at the config's own relative paths -------
+    roots: Dict[str, str] = {}
+    for split in _SPLITS:
+        for loader in _loaders(cfg, split):
+            loader.num_workers = 0
+            loader.persistent_workers = False
+            if batch_size is not None and split == 'train':
+                loader.batch_size = batch_size
+            for dataset in iter_leaf_datasets(loader.dataset):
+                out_root = osp.join(data_root, f'smoke_{dataset["type"]}')
+                old, new = _point_at_toy_data(
+                    dataset, split, data_root, out_root
+                )
+                roots[old] = new
+                if split == 'train':
+                    # one batch: an epoch-based loop runs one iteration
+                    dataset['indices'] = loader.batch_size
+    for split in ('val', 'test'):
+        _rewrite_paths(cfg.get(f'{split}_evaluator'), roots)
+    if scale != 1.0:
+        for split in _SPLITS:
+            for loader in _loaders(cfg, split):
+                _scale_sizes(loader.dataset, scale)
+        preprocessor = cfg.model.get('data_preprocessor') or {}
+        _scale_sizes(preprocessor, scale)
+        student = cfg.model.get('student')
+        if isinstance(student, dict):
+            _scale_sizes(student.get('data_preprocessor') or {}, scale)
+
+    # ---- schedule: one iteration, no validation ------------------------
+    epoch_based = _is_epoch_based(cfg.train_cfg)
+    if epoch_based:
+        cfg.train_cfg.max_epochs = 1
+    else:
+        cfg.train_cfg.max_iters = _iters_to_train_each_task(
+            cfg.train_cfg, seed
+        )
+    cfg.train_cfg.val_interval = 10**9
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    hooks = cfg.setdefault('default_hooks', ConfigDict())
+    if 'logger' in hooks:
+        hooks.logger.interval = 1
+    hooks.checkpoint = dict(
+        type='CheckpointHook',
+        by_epoch=epoch_based,
+        interval=1 if checkpoint else -1,
+        save_last=checkpoint,
+        max_keep_ckpts=1,
+    )
+    return cfg
+
+
+def smoke_losses(runner) -> Dict[str, float]:
+    """The losses of the last logged iteration of ``runner``, and
+    ``iters``."""
+    out: Dict[str, float] = {}
+    for key, buffer in runner.message_hub.log_scalars.items():
+        if key.startswith('train/') and 'loss' in key:
+            out[key[len('train/') :]] = float(buffer.current())
+    out['iters'] = runner.iter
+    return out
+
+
+def bad_losses(
+    losses: Dict[str, float], bound: float = 1e3
+) -> Sequence[Tuple[str, float]]:
+    """The ``(name, value)`` of each loss that is not finite or whose
+    magnitude exceeds ``bound``."""
+    return [
+        (k, v)
+        for k, v in losses.items()
+        if k != 'iters' and not (math.isfinite(v) and abs(v) <= bound)
+    ]

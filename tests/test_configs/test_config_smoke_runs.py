@@ -1,0 +1,136 @@
+# Copyright (c) mmvfm contributors. All rights reserved.
+"""Every shipped config trains one real iteration (and the toy configs
+pass tools/test.py), through tools/misc/smoke_run.py.
+
+Select these alone with ``python -m pytest -m smoke``. Every config runs
+at its own pipelines and input size (1333x800 and the like for the COCO
+configs: ~6 min for the 13 of them on 2 cores). ``MMVFM_SMOKE_SCALE=0.5``
+runs the non-toy configs at half their spatial sizes (still every FPN level
+and every pipeline step) should their full-scale steps outgrow CI's time.
+See README.md, "Contributing".
+"""
+
+import os
+import os.path as osp
+import re
+import socket
+
+import pytest
+from conftest import ALL_CONFIGS, REPO_ROOT, load_tool
+from mmengine.config import Config
+
+from mmvfm.testing import bad_losses
+
+pytestmark = pytest.mark.smoke
+
+# factor on the non-toy configs' spatial sizes (1: their own)
+COCO_SCALE = float(os.environ.get('MMVFM_SMOKE_SCALE', '1'))
+# A detector's own losses at initialisation (YOLOX's objectness: ~40).
+STUDENT_BOUND = 100.0
+# Distillation terms from an *untrained* (but initialised) teacher: in eval
+# mode its BatchNorm layers keep their initial statistics and do not
+# normalise, and caffe-style inputs (std 1) are in 0-255 units, so its
+# features are larger than a trained teacher's and FGD's spatial attention
+# (softmax of mean|F| / T) peaks: measured up to ~3e3 (FCOS, P3). These
+# terms say nothing of a trained teacher's; the bound catches blow-ups
+# (YOLOX-l with PyTorch-default weights gave a total of 7.6e16).
+DISTILL_BOUND = 1e5
+
+
+def _alias_target(path: str):
+    """The config an alias file (``_base_ = './x.py'`` and comments only)
+    stands for, else None."""
+    with open(path) as f:
+        lines = [
+            ln for ln in f.read().splitlines() if ln.strip() and ln[0] != '#'
+        ]
+    m = re.fullmatch(r"_base_ = '\./([^']+\.py)'(\s+# noqa: E501)?", lines[0])
+    if len(lines) == 1 and m:
+        return osp.join(osp.dirname(path), m.group(1))
+    return None
+
+
+ALIASES = {p: _alias_target(p) for p in ALL_CONFIGS if _alias_target(p)}
+STEPPED = [p for p in ALL_CONFIGS if p not in ALIASES]
+
+
+def _is_toy(path: str) -> bool:
+    return 'toy' in osp.basename(path) or 'projects/' in path
+
+
+def _ids(paths):
+    return [osp.relpath(p, REPO_ROOT) for p in paths]
+
+
+@pytest.fixture(scope='module')
+def smoke_tool():
+    return load_tool('misc/smoke_run.py')
+
+
+@pytest.fixture(scope='module')
+def smoke_data(tmp_path_factory, smoke_tool):
+    from mmvfm.testing import make_smoke_data
+
+    return make_smoke_data(str(tmp_path_factory.mktemp('smoke_data')))
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any connection attempt (a weight download) fails the test."""
+
+    def refuse(self, address, *args, **kwargs):
+        raise AssertionError(f'smoke run tried to connect to {address}')
+
+    monkeypatch.setattr(socket.socket, 'connect', refuse)
+    monkeypatch.setattr(socket.socket, 'connect_ex', refuse)
+
+
+@pytest.mark.parametrize('alias', list(ALIASES), ids=_ids(ALIASES))
+def test_alias_is_its_target(alias):
+    """A short alias (``configs/fgd/retinanet_r50.py``) merges to exactly
+    its target, so stepping the target steps the alias."""
+    assert (
+        Config.fromfile(alias)._cfg_dict
+        == Config.fromfile(ALIASES[alias])._cfg_dict
+    )
+
+
+def test_every_config_is_stepped():
+    assert set(STEPPED) | set(ALIASES) == set(ALL_CONFIGS)
+    assert any(not _is_toy(p) for p in STEPPED)
+    assert any(_is_toy(p) for p in STEPPED)
+
+
+@pytest.mark.parametrize('path', STEPPED, ids=_ids(STEPPED))
+def test_config_trains_one_iteration(
+    path, smoke_tool, smoke_data, tmp_path, monkeypatch, no_network
+):
+    monkeypatch.syspath_prepend(REPO_ROOT)  # projects.* custom imports
+    monkeypatch.chdir(REPO_ROOT)
+    toy = _is_toy(path)
+    result = smoke_tool.smoke_one(
+        path,
+        smoke_data,
+        str(tmp_path / 'run'),
+        scale=1.0 if toy else COCO_SCALE,
+        test=toy,
+    )
+    losses = result['losses']
+    assert losses['iters'] == result['expected_iters']
+    assert 'loss' in losses
+    # a distiller logs each loss by name and its terms as '<tag>.<term>'
+    names = Config.fromfile(path).model.get('distill_losses', {})
+    tags = tuple(n.replace('loss_', '', 1) + '.' for n in names)
+    distill = {
+        k: v for k, v in losses.items() if k in names or k.startswith(tags)
+    }
+    student = {k: v for k, v in losses.items() if k not in distill}
+    student.pop('loss')  # the sum, with the distillation terms
+    assert not bad_losses(student, STUDENT_BOUND), losses
+    assert not bad_losses(distill, DISTILL_BOUND), losses
+    if toy:
+        metrics = result['metrics']
+        assert metrics, 'tools/test.py returned no metrics'
+        assert all(isinstance(v, (int, float)) for v in metrics.values()), (
+            metrics
+        )
