@@ -4,6 +4,13 @@
 Install the whole pinned stack with ``bash tools/install.sh``; it installs
 torch and mmcv (which must be built against the installed torch) before
 this package. ``pip install -e .`` alone expects them to be present.
+
+Compiled ops (mmcv's switch style): ``MMVFM_WITH_OPS=1 pip install
+--no-build-isolation -e .`` builds ``mmvfm._ext`` from ``mmvfm/ops/csrc``
+against the installed torch: the C++ CPU kernels always, the CUDA kernels
+too when torch sees a GPU or ``FORCE_CUDA=1`` (``TORCH_CUDA_ARCH_LIST``
+picks the architectures). Without it (the default of a plain pip install)
+nothing is compiled and the ops run their PyTorch reference.
 """
 
 import os
@@ -77,8 +84,37 @@ def add_mim_extension() -> None:
             shutil.copyfile(src, dst)
 
 
+def get_extensions() -> list:
+    """``mmvfm._ext`` when ``MMVFM_WITH_OPS=1``, else nothing."""
+    if os.getenv('MMVFM_WITH_OPS', '0') != '1':
+        return []
+    import torch
+    from torch.utils.cpp_extension import CppExtension, CUDAExtension
+
+    csrc = osp.join('mmvfm', 'ops', 'csrc')
+    sources = [
+        osp.join(csrc, 'pytorch', 'ms_deform_attn.cpp'),
+        osp.join(csrc, 'cpu', 'ms_deform_attn_cpu.cpp'),
+    ]
+    args = dict(
+        extra_compile_args={'cxx': ['-O3', '-fopenmp'], 'nvcc': ['-O3']},
+        extra_link_args=['-fopenmp'],
+    )
+    if torch.cuda.is_available() or os.getenv('FORCE_CUDA', '0') == '1':
+        sources.append(osp.join(csrc, 'cuda', 'ms_deform_attn_cuda.cu'))
+        return [CUDAExtension('mmvfm._ext', sources, **args)]
+    args['extra_compile_args'].pop('nvcc')
+    return [CppExtension('mmvfm._ext', sources, **args)]
+
+
 if __name__ == '__main__':
     add_mim_extension()
+    ext_modules = get_extensions()
+    cmdclass = {}
+    if ext_modules:
+        from torch.utils.cpp_extension import BuildExtension
+
+        cmdclass['build_ext'] = BuildExtension
     setup(
         name='mmvfm',
         version=get_version(),
@@ -91,7 +127,8 @@ if __name__ == '__main__':
             exclude=('configs', 'tools', 'tests', 'projects', 'benchmarks')
         ),
         include_package_data=True,
-        package_data={'mmvfm': ['.mim/**/*', '.mim/*']},
+        # csrc/: for load_ext_jit() from an installed wheel
+        package_data={'mmvfm': ['.mim/**/*', '.mim/*', 'ops/csrc/*/*']},
         python_requires='>=3.8',
         license='Apache License 2.0',
         classifiers=[
@@ -111,5 +148,7 @@ if __name__ == '__main__':
             'tests': parse_requirements('requirements/tests.txt'),
             'mim': parse_requirements('requirements/mminstall.txt'),
         },
+        ext_modules=ext_modules,
+        cmdclass=cmdclass,
         zip_safe=False,
     )

@@ -12,7 +12,8 @@ query, keys, values and fusion weights. Variants:
   (:func:`similar_attention_pytorch`, the oracle);
 - ``plain/sdpa``, ``prob/sdpa``: value folding on
   ``F.scaled_dot_product_attention`` (what ``impl='auto'`` runs for plain
-  and ``'prob'``).
+  and ``'prob'``); ``logit/sdpa``: key folding with the cascaded padding
+  bias on it (what ``impl='auto'`` runs for ``'logit'``).
 
 Every variant is checked against the float64 oracle of its mode before
 anything is timed. Peak memory: ``torch.cuda.max_memory_allocated`` on
@@ -60,6 +61,7 @@ VARIANTS = {
     'logit/pytorch': ('logit', 'pytorch'),
     'plain/sdpa': (None, 'sdpa'),
     'prob/sdpa': ('prob', 'sdpa'),
+    'logit/sdpa': ('logit', 'sdpa'),
 }
 
 

@@ -327,6 +327,71 @@ def fix_cpu_distributed() -> bool:
     return changed
 
 
+# --------------------------------------------------------------------------
+# 5. mmcv's multi-scale deformable attention on the CPU.
+# mmcv 2.1 has a CUDA kernel only: ``MultiScaleDeformableAttention`` runs
+# ``multi_scale_deformable_attn_pytorch`` (grid_sample) for CPU tensors,
+# ~10x slower than mmvfm's C++ kernel (benchmarks/ms_deform_attn.py). Where
+# mmvfm's ops are built, the module's CPU path calls the kernel instead --
+# Deformable DETR, DINO and GQPos-Deformable in stock mmdet configs too.
+# ``MMVFM_CPU_MSDA=0`` in the environment switches it off (read at each
+# call). The original function stays importable as
+# ``dispatch.original`` / :func:`mmcv_msda_pytorch`.
+# --------------------------------------------------------------------------
+CPU_MSDA_ENV = 'MMVFM_CPU_MSDA'
+
+
+def cpu_msda_enabled() -> bool:
+    """Whether mmcv's CPU path uses mmvfm's kernel (``MMVFM_CPU_MSDA``,
+    default on)."""
+    return os.environ.get(CPU_MSDA_ENV, '1') != '0'
+
+
+def mmcv_msda_pytorch() -> Callable:
+    """mmcv's own ``multi_scale_deformable_attn_pytorch`` (the oracle),
+    whether or not the dispatch is installed."""
+    from mmcv.ops import multi_scale_deform_attn as msda
+
+    fn = msda.multi_scale_deformable_attn_pytorch
+    return getattr(fn, 'original', fn)
+
+
+def fix_ms_deform_attn_cpu() -> bool:
+    """Route mmcv's CPU multi-scale deformable attention to mmvfm's kernel
+    where it is built."""
+    try:
+        from mmcv.ops import multi_scale_deform_attn as msda
+    except ImportError:  # mmcv without ops
+        return False
+    from mmvfm.ops.ms_deform_attn import ext_available, ms_deform_attn
+
+    current = msda.multi_scale_deformable_attn_pytorch
+    if getattr(current, '_mmvfm', False):
+        return True
+    if not ext_available():
+        return False
+
+    @functools.wraps(current)
+    def dispatch(
+        value, value_spatial_shapes, sampling_locations, attention_weights
+    ):
+        if value.device.type == 'cpu' and cpu_msda_enabled():
+            return ms_deform_attn(
+                value,
+                value_spatial_shapes,
+                sampling_locations,
+                attention_weights,
+            )
+        return current(
+            value, value_spatial_shapes, sampling_locations, attention_weights
+        )
+
+    dispatch._mmvfm = True
+    dispatch.original = current
+    msda.multi_scale_deformable_attn_pytorch = dispatch
+    return True
+
+
 def apply_compat() -> List[str]:
     """Apply every fix of this module once; return the names applied."""
     for fix in (
@@ -334,6 +399,7 @@ def apply_compat() -> List[str]:
         fix_mmpretrain_multimodal,
         fix_checkpoint_loading,
         fix_cpu_distributed,
+        fix_ms_deform_attn_cpu,
     ):
         if fix() and fix.__name__ not in _APPLIED:
             _APPLIED.append(fix.__name__)

@@ -1,6 +1,13 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
 """Reusable ops; they import nothing from mmvfm's models."""
 
+from .ms_deform_attn import (
+    MSDeformAttnFunction,
+    ext_available,
+    load_ext_jit,
+    ms_deform_attn,
+    ms_deform_attn_pytorch,
+)
 from .similar_attention import (
     similar_attention,
     similar_attention_pytorch,
@@ -8,6 +15,11 @@ from .similar_attention import (
 )
 
 __all__ = [
+    'MSDeformAttnFunction',
+    'ext_available',
+    'load_ext_jit',
+    'ms_deform_attn',
+    'ms_deform_attn_pytorch',
     'similar_attention',
     'similar_attention_pytorch',
     'similar_attention_sdpa',

@@ -67,9 +67,23 @@ a *plain* multi-scale attention over the same keys with folded values
 map larger than plain attention does, and runs on
 ``torch.nn.functional.scaled_dot_product_attention``, i.e. on any fused
 (flash / memory-efficient) attention kernel. ``'prob'`` SiA therefore
-needs no custom kernel at all; the maps themselves (``return_attn``) and
-``'logit'`` mode use the explicit reference, which materialises
-(B, H, Nq, h_l * w_l) per level.
+needs no custom kernel at all; the maps themselves (``return_attn``) use
+the explicit reference, which materialises (B, H, Nq, h_l * w_l) per
+level.
+
+Key folding (``'sdpa'`` for ``'logit'``): the fused logits cascade
+linearly, ``Z_l = s <q, K_l> + w_l log U(A_{l-1})`` with
+``log U(A_{l-1})[child] = Z_{l-1}[parent] - LSE(Z_{l-1}) - log c(parent)``;
+the log-sum-exp and, without padding, ``log c = log 4`` are per-query
+constants that each level's softmax drops. So ``Z_l = s <q, K'_l> + b_l``
+up to such constants, with
+
+    ``K'_0 = K_0``, ``K'_l = K_l + w_l Up(K'_{l-1})`` (nearest replication),
+    ``b_0 = 0``, ``b_l = w_l (Up(b_{l-1}) - log c(parent))`` (padding only),
+
+a plain attention per level over the folded keys ``K'_l`` and the original
+values, the padding's cascaded bias ``b_l`` passed to SDPA as a float mask
+(``-inf`` at padded keys).
 
 Padding masks. Padded keys get ``-inf`` logits. The upsampling only
 hands mass to valid children: ``U(A)[child] = A[parent] / c(parent)`` for
@@ -95,10 +109,10 @@ How a CUDA kernel will plug in (none exists yet): following the mmcv
 pattern, a ``torch.autograd.Function`` wrapping the compiled forward and
 backward, chosen by :func:`similar_attention` only for CUDA tensors when
 the extension imports (lazily, so that the error appears only when the op
-is used) and when its mode is asked for (``'logit'`` or ``return_attn``;
-``'prob'`` already runs on fused attention kernels). Its tests compare it
-with :func:`similar_attention_pytorch` (the oracle), float64 tight and
-float32 loose.
+is used) and when the maps are asked for (``return_attn``; every mode
+already runs on fused attention kernels by value or key folding). Its
+tests compare it with :func:`similar_attention_pytorch` (the oracle),
+float64 tight and float32 loose.
 """
 
 import math
@@ -383,6 +397,48 @@ def _fold(
     return torch.addcmul(value, weight.view(1, H, 1, 1, 1), pooled)
 
 
+def _logit_sdpa(
+    query: Tensor,
+    keys: Sequence[Tensor],
+    values: Sequence[Tensor],
+    fusion_weights: Optional[Tensor],
+    masks: Optional[Sequence[Tensor]],
+    scale: Optional[float],
+) -> Tensor:
+    """``'logit'`` SiA by key folding (module docstring), inputs checked."""
+    B, Nq, H, D = query.shape
+    if fusion_weights is None:
+        fusion_weights = query.new_zeros(len(keys) - 1, H)
+    fw = fusion_weights.to(keys[0].dtype)
+    q = query.transpose(1, 2)  # [B, Nq, H, Dh] -> [B, H, Nq, Dh]
+    out = folded = bias = None
+    for lvl, (k, v) in enumerate(zip(keys, values)):
+        h, w = k.shape[2:4]
+        if lvl == 0:
+            folded = k
+        else:
+            # K'_l = K_l + w_l Up(K'_{l-1}): [B, H, h, w, Dh]
+            folded = k + fw[lvl - 1].view(1, H, 1, 1, 1) * _rep2x2(folded)
+        attn_mask = None
+        if masks is not None:
+            if lvl > 0:
+                # b_l = w_l (Up(b_{l-1}) - log c(parent)): [B, H, h, w]
+                counts = _child_counts(masks[lvl], masks[lvl - 1], lvl)
+                log_c = counts.clamp_min(1).to(k.dtype).log()[:, None]
+                prev = 0 if bias is None else bias
+                bias = fw[lvl - 1].view(1, H, 1, 1) * _up2(prev - log_c)
+            pad = masks[lvl].view(B, 1, h, w)
+            level_bias = k.new_zeros(B, 1, h, w) if bias is None else bias
+            # SDPA's float mask is added to the logits: [B, H|1, 1, h*w]
+            attn_mask = level_bias.masked_fill(pad, -math.inf)
+            attn_mask = attn_mask.flatten(-2).unsqueeze(2)
+        o = F.scaled_dot_product_attention(
+            q, folded.flatten(2, 3), v.flatten(2, 3), attn_mask, scale=scale
+        )  # [B, H, Nq, Dv]
+        out = o if out is None else out + o
+    return out.transpose(1, 2)  # [B, H, Nq, Dv] -> [B, Nq, H, Dv]
+
+
 def similar_attention_sdpa(
     query: Tensor,
     keys: Sequence[Tensor],
@@ -392,19 +448,18 @@ def similar_attention_sdpa(
     key_padding_masks: Optional[Sequence[Tensor]] = None,
     scale: Optional[float] = None,
 ) -> Tensor:
-    """Plain and ``'prob'`` SiA by value folding (module docstring) on
-    ``F.scaled_dot_product_attention``: no map beyond what plain attention
-    needs. ``'logit'`` is not linear and raises ValueError.
+    """SiA on ``F.scaled_dot_product_attention`` (module docstring): plain
+    and ``'prob'`` by value folding, ``'logit'`` by key folding; no map
+    beyond what plain attention needs.
 
     Returns:
         Tensor: (B, Nq, H, Dv), equal to :func:`similar_attention_pytorch`.
     """
-    if mode == 'logit':
-        raise ValueError(
-            "mode='logit' is not linear in the coarse map and has no "
-            "folded form: use impl='pytorch'"
-        )
     _check_inputs(query, keys, values, fusion_weights, mode, key_padding_masks)
+    if mode == 'logit':
+        return _logit_sdpa(
+            query, keys, values, fusion_weights, key_padding_masks, scale
+        )
     B, Nq, H, D = query.shape
     L = len(keys)
     masks = key_padding_masks
@@ -467,9 +522,9 @@ def similar_attention(
         key_padding_masks: L bool tensors (B, h_l, w_l), True = padded.
         scale: logit scale, ``Dh ** -0.5`` when None.
         return_attn: also return the fused maps (B, H, Nq, h_l, w_l).
-        impl: ``'pytorch'`` (explicit maps), ``'sdpa'`` (value folding on
-            fused attention; None and ``'prob'`` only) or ``'auto'``:
-            ``'sdpa'`` where it applies, else ``'pytorch'``.
+        impl: ``'pytorch'`` (explicit maps), ``'sdpa'`` (value or key
+            folding on fused attention) or ``'auto'``: ``'sdpa'`` unless
+            ``return_attn``.
 
     Returns:
         Tensor (B, Nq, H, Dv), and the maps with ``return_attn``.
@@ -477,7 +532,7 @@ def similar_attention(
     if impl not in IMPLS:
         raise ValueError(f'impl must be one of {IMPLS}, got {impl!r}')
     if impl == 'auto':
-        impl = 'pytorch' if return_attn or mode == 'logit' else 'sdpa'
+        impl = 'pytorch' if return_attn else 'sdpa'
     if impl == 'sdpa':
         if return_attn:
             raise ValueError("return_attn needs impl='pytorch'")

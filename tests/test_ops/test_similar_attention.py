@@ -201,11 +201,17 @@ def test_zero_weight_is_plain_attention(device, masked, mode):
 
 @pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('masked', [False, True])
-def test_sdpa_folding_equals_reference(device, masked):
+@pytest.mark.parametrize('mode', ['prob', 'logit'])
+def test_sdpa_folding_equals_reference(device, masked, mode):
+    """Value folding ('prob') and key folding with the cascaded padding
+    bias ('logit', any w >= 0) equal the explicit maps, and so do the
+    gradients of every input."""
     q, ks, vs, fw = _random_inputs(device=device, grad=True)
+    if mode == 'logit':
+        fw = (fw * 1.7).detach().requires_grad_()
     masks = [m.to(device) for m in MASKS] if masked else None
-    ref = sa.similar_attention_pytorch(q, ks, vs, fw, 'prob', masks)
-    out = sa.similar_attention_sdpa(q, ks, vs, fw, 'prob', masks)
+    ref = sa.similar_attention_pytorch(q, ks, vs, fw, mode, masks)
+    out = sa.similar_attention_sdpa(q, ks, vs, fw, mode, masks)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     inputs = [q, fw, *ks, *vs]
     g_ref = torch.autograd.grad(ref.square().sum(), inputs)
@@ -261,7 +267,13 @@ def test_prob_weight_one_copies_coarse_map():
 
 
 @pytest.mark.parametrize(
-    'mode,impl', [('prob', 'pytorch'), ('prob', 'sdpa'), ('logit', 'pytorch')]
+    'mode,impl',
+    [
+        ('prob', 'pytorch'),
+        ('prob', 'sdpa'),
+        ('logit', 'pytorch'),
+        ('logit', 'sdpa'),
+    ],
 )
 def test_gradient_reaches_fusion_weights(mode, impl):
     q, ks, vs, fw = _random_inputs(grad=True)
@@ -272,7 +284,13 @@ def test_gradient_reaches_fusion_weights(mode, impl):
 
 
 @pytest.mark.parametrize(
-    'mode,impl', [('prob', 'pytorch'), ('prob', 'sdpa'), ('logit', 'pytorch')]
+    'mode,impl',
+    [
+        ('prob', 'pytorch'),
+        ('prob', 'sdpa'),
+        ('logit', 'pytorch'),
+        ('logit', 'sdpa'),
+    ],
 )
 @pytest.mark.parametrize('masked', [False, True])
 def test_gradcheck(mode, impl, masked):
@@ -318,8 +336,6 @@ def test_errors():
         sa.similar_attention(q, ks, vs, fw, mode='add')
     with pytest.raises(ValueError, match='impl must be one of'):
         sa.similar_attention(q, ks, vs, fw, impl='cuda')
-    with pytest.raises(ValueError, match="mode='logit'"):
-        sa.similar_attention(q, ks, vs, fw, mode='logit', impl='sdpa')
     with pytest.raises(ValueError, match='return_attn'):
         sa.similar_attention(q, ks, vs, fw, return_attn=True, impl='sdpa')
     with pytest.raises(ValueError, match='level 1: values'):
