@@ -1,2 +1,2 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
-from . import distillers, gqpos, losses, multi_task, sia  # noqa: F401
+from . import distillers, gqpos, losses, multi_task, peft, sia  # noqa: F401

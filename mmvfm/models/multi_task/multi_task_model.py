@@ -40,7 +40,9 @@ class MultiTaskModel(BaseModel):
 
             Frozen parameters get ``requires_grad=False`` (use
             ``TrainableOptimWrapperConstructor`` to keep them out of the
-            optimizer) and fully frozen modules stay in eval mode.
+            optimizer) and frozen modules stay in eval mode, except their
+            submodules that own a trainable parameter (a LoRA layer in a
+            frozen backbone keeps its dropout in training).
         data_preprocessor (dict, optional): usually
             ``MultiTaskDataPreprocessor``.
         init_cfg (dict, optional): initialisation config.
@@ -128,11 +130,16 @@ class MultiTaskModel(BaseModel):
                 )
 
     def train(self, mode: bool = True) -> 'MultiTaskModel':
-        """Train mode, but fully frozen modules stay in eval mode (their
-        BatchNorm statistics and dropout do not change)."""
+        """Train mode, but frozen modules stay in eval mode (their
+        BatchNorm statistics and dropout do not change), except submodules
+        that own a trainable parameter, e.g. LoRA layers made trainable by
+        ``freeze.trainable`` (their dropout must stay on)."""
         super().train(mode)
         for module in self._frozen_modules:
             module.train(False)
+            for sub in module.modules():
+                if any(p.requires_grad for p in sub.parameters(recurse=False)):
+                    sub.train(mode)
         return self
 
     # ------------------------------------------------------------------
