@@ -116,11 +116,28 @@ def apply_lora(
     return adapted
 
 
-def merge_lora(module: nn.Module) -> int:
-    """Merge every LoRA layer of ``module``; returns how many."""
-    layers = [m for _, m in lora_layers(module)]
-    for m in layers:
+def merge_lora(module: nn.Module, unload: bool = False) -> int:
+    """Merge every LoRA layer of ``module``; returns how many.
+
+    Args:
+        unload: also replace each merged layer by a plain ``nn.Linear``
+            sharing its (merged) weight and bias: no LoRA module, parameter
+            or branch is left (inference, export); not reversible.
+    """
+    layers = list(lora_layers(module))
+    for name, m in layers:
         m.merge()
+        if unload:
+            linear = nn.Linear(
+                m.in_features,
+                m.out_features,
+                m.bias is not None,
+                device='meta',
+            )
+            linear.weight, linear.bias = m.weight, m.bias
+            linear.train(m.training)
+            parent_name, _, child = name.rpartition('.')
+            setattr(module.get_submodule(parent_name), child, linear)
     return len(layers)
 
 

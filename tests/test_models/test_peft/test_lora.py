@@ -179,6 +179,14 @@ def test_vit_qkv_qv_only_changes_output_and_keeps_keys():
     # adapter off: the plain backbone again
     set_lora_enabled(model, False)
     torch.testing.assert_close(model(x)[0], plain(x)[0])
+    # merged and unloaded: no LoRA module or parameter is left
+    set_lora_enabled(model, True)
+    out = model(x)[0]
+    assert merge_lora(model, unload=True) == 2
+    assert not any(isinstance(m, LoRALinear) for m in model.modules())
+    assert set(model.state_dict()) == plain_keys
+    assert type(model.layers[0].attn.qkv) is nn.Linear
+    torch.testing.assert_close(model(x)[0], out, atol=1e-5, rtol=1e-5)
 
 
 def test_swin_v1_window_attention_supported():
