@@ -1,2 +1,11 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
-from . import distillers, gqpos, losses, multi_task, peft, sia  # noqa: F401
+from . import (  # noqa: F401
+    distillers,
+    gqpos,
+    losses,
+    multi_task,
+    necks,
+    peft,
+    sia,
+    utils,
+)
