@@ -1,11 +1,18 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
 from .data_preprocessor import MultiTaskDataPreprocessor
 from .multi_task_model import MultiTaskModel
-from .task_heads import ClsTaskHead, DetTaskHead
+from .task_heads import (
+    ClsTaskHead,
+    DetectorTaskHead,
+    DetTaskHead,
+    FeaturePassThrough,
+)
 
 __all__ = [
     'ClsTaskHead',
     'DetTaskHead',
+    'DetectorTaskHead',
+    'FeaturePassThrough',
     'MultiTaskDataPreprocessor',
     'MultiTaskModel',
 ]

@@ -95,3 +95,69 @@ class ClsTaskHead(_TaskHead):
 
     def predict(self, feats: Tuple[Tensor], data_samples: list) -> List:
         return self.head.predict(self._feats(feats), data_samples)
+
+
+@MODELS.register_module()
+class FeaturePassThrough(BaseModule):
+    """The backbone of a :class:`DetectorTaskHead`'s detector: returns the
+    (shared) features it is given, so that the detector's own
+    ``extract_feat`` runs only its neck."""
+
+    def forward(self, feats):
+        return tuple(feats) if isinstance(feats, (list, tuple)) else feats
+
+
+@MODELS.register_module()
+class DetectorTaskHead(BaseModule):
+    """Any mmdet detector after the shared trunk: DETR-family detectors
+    (DETR, Deformable DETR, DINO, ...: their transformer and bbox head),
+    Mask2Former / MaskFormer (pixel decoder, transformer decoder and
+    ``MaskFormerFusionHead`` for instance results), two-stage detectors.
+
+    The detector is mmdet's own class, built from its config with the
+    backbone replaced by :class:`FeaturePassThrough`; ``loss`` and
+    ``predict`` are the detector's, called with the shared features in
+    place of the images (``extract_feat`` then runs the detector's neck,
+    e.g. a ``ChannelMapper``, on them). Predictions are ``DetDataSample``s
+    with ``pred_instances`` (boxes, scores, labels and, for Mask2Former,
+    masks) rescaled to the original image, for ``CocoMetric``.
+
+    Args:
+        detector (dict): the mmdet detector config, without a backbone
+            (the trunk is the ``MultiTaskModel``'s).
+        uses_collective (bool): the detector's loss communicates across
+            ranks.
+        init_cfg (dict, optional): initialisation config.
+    """
+
+    uses_collective = False
+
+    def __init__(
+        self,
+        detector: dict,
+        uses_collective: bool = False,
+        init_cfg: Optional[dict] = None,
+    ) -> None:
+        super().__init__(init_cfg=init_cfg)
+        detector = dict(detector)
+        if detector.get('backbone') not in (None, {}):
+            raise ValueError(
+                'DetectorTaskHead: detector.backbone must be unset: the '
+                "MultiTaskModel's backbone (and neck) is the trunk, got "
+                f'{detector["backbone"]}'
+            )
+        detector['backbone'] = dict(type='FeaturePassThrough')
+        detector.pop('data_preprocessor', None)  # the MultiTaskModel's
+        self.uses_collective = bool(uses_collective)
+        self.detector = MODELS.build(detector)
+
+    def forward(self, feats: Tuple[Tensor], data_samples=None):
+        return self.detector(feats, data_samples, mode='tensor')
+
+    def loss(self, feats: Tuple[Tensor], data_samples: list) -> Dict:
+        return self.detector.loss(feats, data_samples)
+
+    def predict(
+        self, feats: Tuple[Tensor], data_samples: list, rescale: bool = True
+    ) -> List:
+        return self.detector.predict(feats, data_samples, rescale=rescale)
