@@ -80,6 +80,35 @@ class MultiTaskModel(BaseModel):
         self._frozen_modules: List[nn.Module] = []
         self.freeze_cfg = dict(freeze or {})
         self._apply_freeze(self.freeze_cfg)
+        self._check_patch_padding()
+
+    def _check_patch_padding(self) -> None:
+        """A patch-embedding backbone (mmpretrain's ViT) pads its input to
+        a multiple of the patch silently, and a pyramid neck needs its map
+        to halve evenly: every task's ``pad_size_divisor`` must be a
+        multiple of patch x the neck's largest stride ratio (ValueError
+        naming the task and the numbers)."""
+        proj = getattr(
+            getattr(self.backbone, 'patch_embed', None), 'projection', None
+        )
+        stride = getattr(proj, 'stride', None)
+        if not stride:
+            return
+        patch = max(int(s) for s in stride)
+        ratio = max(getattr(self.neck, 'strides', None) or [1])
+        need = int(round(patch * ratio))
+        preprocessors = getattr(self.data_preprocessor, 'preprocessors', {})
+        for task, pre in preprocessors.items():
+            divisor = getattr(pre, 'pad_size_divisor', None)
+            if divisor is not None and divisor % need:
+                raise ValueError(
+                    f'data_preprocessor.preprocessors.{task}.pad_size_divisor'
+                    f"={divisor} is not a multiple of the backbone's patch "
+                    f"({patch}) x the neck's largest stride ratio ({ratio:g})"
+                    f' = {need}: the ViT would pad its input silently and '
+                    f'the pyramid would not halve evenly; use {need} (or a '
+                    'multiple)'
+                )
 
     # ------------------------------------------------------------------
     @property
@@ -128,6 +157,23 @@ class MultiTaskModel(BaseModel):
                 raise ValueError(
                     f'freeze.trainable: {list(patterns)} matches no parameter'
                 )
+
+    def init_weights(self) -> None:
+        """mmengine's init, after checking every ``Pretrained`` init_cfg's
+        checkpoint against its module's keys (mmengine loads those
+        non-strictly and only logs a mismatch): a ValueError names the
+        first missing / unexpected keys. ``lora_*`` keys may be missing."""
+        from ..utils import check_pretrained_keys, pretrained_inits
+
+        for name, module, cfg in pretrained_inits(self):
+            check_pretrained_keys(
+                module,
+                cfg['checkpoint'],
+                cfg.get('prefix'),
+                cfg.get('map_location', 'cpu'),
+                where=name or type(self).__name__,
+            )
+        super().init_weights()
 
     def train(self, mode: bool = True) -> 'MultiTaskModel':
         """Train mode, but frozen modules stay in eval mode (their

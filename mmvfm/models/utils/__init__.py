@@ -3,5 +3,11 @@ from .grad_checkpoint import (
     build_gradient_checkpointing,
     enable_gradient_checkpointing,
 )
+from .strict_pretrained import check_pretrained_keys, pretrained_inits
 
-__all__ = ['build_gradient_checkpointing', 'enable_gradient_checkpointing']
+__all__ = [
+    'check_pretrained_keys',
+    'pretrained_inits',
+    'build_gradient_checkpointing',
+    'enable_gradient_checkpointing',
+]

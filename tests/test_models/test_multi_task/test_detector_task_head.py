@@ -82,3 +82,17 @@ def test_detector_with_its_own_backbone_is_refused():
                 ),
             )
         )
+
+
+def test_padding_not_a_multiple_of_patch_times_pyramid_is_refused():
+    cfg = Config.fromfile(
+        osp.join(REPO_ROOT, 'configs/vit_trunk', CONFIGS['deformable_detr'])
+    )
+    cfg.model.data_preprocessor.preprocessors.det.pad_size_divisor = 16
+    with pytest.raises(
+        ValueError,
+        match=r'det.pad_size_divisor=16 is not a '
+        r"multiple of the backbone's patch \(8\) x the neck's "
+        r'largest stride ratio \(4\) = 32',
+    ):
+        MODELS.build(cfg.model)
