@@ -44,7 +44,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(_delete_=True, det={{_base_.val_evaluator}})
 test_evaluator = val_evaluator
 
-max_iters = 1000
+max_iters = 500
 warmup_iters = 50
 train_cfg = dict(
     type='MultiTaskIterBasedTrainLoop',

@@ -16,8 +16,8 @@ from mmengine.runner import Runner
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 CONFIGS = {
-    'deformable_detr': 'vit-t8_sfp_deformable-detr_1xb8-1000i_toy-coco.py',
-    'mask2former': 'vit-t8_sfp_mask2former_1xb8-1000i_toy-coco.py',
+    'deformable_detr': 'vit-t8_sfp_deformable-detr_1xb8-500i_toy-coco.py',
+    'mask2former': 'vit-t8_sfp_mask2former_1xb8-500i_toy-coco.py',
 }
 
 
