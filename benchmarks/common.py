@@ -74,3 +74,28 @@ def report(medians: Dict[str, float], baseline: str) -> str:
             f'speed-up vs {baseline}: {base / t:5.2f}x'
         )
     return '\n'.join(lines)
+
+
+def peak_bytes(fn: Callable[[], object], device: str) -> int:
+    """Peak bytes allocated during ``fn()`` beyond what was live before."""
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as p:
+        fn()
+    events = sorted(
+        (e.start_ns(), e.nbytes())
+        for e in p.profiler.kineto_results.events()
+        if e.name() == '[memory]' and 'CPU' in str(e.device_type())
+    )
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak

@@ -12,7 +12,11 @@ ViSFT's (every block's fused qkv, q and v only, rank 64, alpha 1).
 - training step (forward + backward of the features' mean square): full
   fine-tuning of the plain backbone (the baseline) vs LoRA only (base
   frozen);
-- the trainable fraction of the parameters with LoRA only.
+- the trainable fraction of the parameters with LoRA only;
+- peak memory of one LoRA-only training step (the maximum of the running
+  sum of the allocations ``torch.profiler`` records, inputs excluded) with
+  the blocks gradient-checkpointed (``enable_gradient_checkpointing``) vs
+  without (target <= 0.5x).
 
 Every variant is checked against the plain backbone first (the adapted
 model with the same base weights and a random non-zero ``B``: its merged
@@ -34,12 +38,14 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from common import (  # noqa: E402
     add_device_args,
     interleaved_median,
+    peak_bytes,
     report,
     setup_device,
 )
 
 import mmvfm  # noqa: E402,F401  (registries)
 from mmvfm.models.peft import apply_lora, lora_layers, merge_lora  # noqa: E402
+from mmvfm.models.utils import enable_gradient_checkpointing  # noqa: E402
 
 BATCH, SIZE = 2, 224
 VIT_B = dict(type='mmpretrain.VisionTransformer', arch='b', img_size=SIZE)
@@ -50,6 +56,12 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument(
+        '--parts',
+        nargs='+',
+        default=['inference', 'step', 'memory'],
+        choices=['inference', 'step', 'memory'],
+    )
     add_device_args(parser)
     args = parser.parse_args()
     if args.threads is None:
@@ -99,23 +111,6 @@ def main() -> None:
 
         return run
 
-    medians = interleaved_median(
-        {
-            'plain backbone': infer(plain),
-            'LoRA unmerged': infer(lora),
-            'LoRA merged+unloaded': infer(merged),
-        },
-        args.repeats,
-        args.warmup,
-    )
-    print(f'\n[inference] ViT-B {SIZE} px, batch {BATCH}, no grad')
-    print(report(medians, 'plain backbone'))
-
-    full = copy.deepcopy(plain)
-    full.requires_grad_(True)
-    for name, p in lora.named_parameters():
-        p.requires_grad_('.lora_' in name)
-
     def step(model):
         def run():
             model.zero_grad(set_to_none=True)
@@ -123,19 +118,50 @@ def main() -> None:
 
         return run
 
-    medians = interleaved_median(
-        {'full fine-tuning': step(full), 'LoRA only': step(lora)},
-        args.repeats,
-        args.warmup,
-    )
-    print(f'\n[training step] forward + backward, batch {BATCH}')
-    print(report(medians, 'full fine-tuning'))
+    full = copy.deepcopy(plain)
+    for name, p in lora.named_parameters():
+        p.requires_grad_('.lora_' in name)
+    if 'inference' in args.parts:
+        medians = interleaved_median(
+            {
+                'plain backbone': infer(plain),
+                'LoRA unmerged': infer(lora),
+                'LoRA merged+unloaded': infer(merged),
+            },
+            args.repeats,
+            args.warmup,
+        )
+        print(f'\n[inference] ViT-B {SIZE} px, batch {BATCH}, no grad')
+        print(report(medians, 'plain backbone'))
+    if 'step' in args.parts:
+        medians = interleaved_median(
+            {'full fine-tuning': step(full), 'LoRA only': step(lora)},
+            args.repeats,
+            args.warmup,
+        )
+        print(f'\n[training step] forward + backward, batch {BATCH}')
+        print(report(medians, 'full fine-tuning'))
     total = sum(p.numel() for p in lora.parameters())
     trainable = sum(p.numel() for p in lora.parameters() if p.requires_grad)
     print(
         f'\ntrainable with LoRA only: {trainable:,} of {total:,} parameters '
         f'({trainable / total:.2%})'
     )
+    if 'memory' in args.parts:
+        checkpointed = copy.deepcopy(lora)
+        enable_gradient_checkpointing(checkpointed, r'layers\.\d+')
+        lora.train()
+        checkpointed.train()
+        peaks = {
+            'LoRA only': peak_bytes(step(lora), 'cpu'),
+            'LoRA only, checkpointed': peak_bytes(step(checkpointed), 'cpu'),
+        }
+        print(f'\n[peak memory] one training step, batch {BATCH}')
+        for name, nbytes in peaks.items():
+            print(
+                f'{name:>24s}: {nbytes / 2**20:9.1f} MiB   vs LoRA only: '
+                f'{nbytes / peaks["LoRA only"]:5.2f}x'
+            )
 
 
 if __name__ == '__main__':

@@ -41,6 +41,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from common import (  # noqa: E402
     add_device_args,
     interleaved_median,
+    peak_bytes,
     report,
     setup_device,
 )
@@ -144,31 +145,6 @@ def check(args, device: str) -> None:
         err = (out.double() - ref).abs().max().item()
         if err > 1e-4:
             raise AssertionError(f'{name}: max abs error {err:.3g}')
-
-
-def peak_bytes(fn: Callable[[], object], device: str) -> int:
-    """Peak bytes allocated during ``fn()`` beyond what was live before."""
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as p:
-        fn()
-    events = sorted(
-        (e.start_ns(), e.nbytes())
-        for e in p.profiler.kineto_results.events()
-        if e.name() == '[memory]' and 'CPU' in str(e.device_type())
-    )
-    live = peak = 0
-    for _, nbytes in events:
-        live += nbytes
-        peak = max(peak, live)
-    return peak
 
 
 def main() -> None:
