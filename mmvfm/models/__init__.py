@@ -2,6 +2,7 @@
 from . import (  # noqa: F401
     distillers,
     gqpos,
+    language,
     losses,
     multi_task,
     necks,
