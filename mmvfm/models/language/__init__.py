@@ -10,6 +10,7 @@ from .bpe_tokenizer import (
     coco_captions,
     train_bpe,
 )
+from .text_transformer import TextTransformer
 
 __all__ = [
     'BOS',
@@ -21,4 +22,5 @@ __all__ = [
     'BPETokenizer',
     'coco_captions',
     'train_bpe',
+    'TextTransformer',
 ]

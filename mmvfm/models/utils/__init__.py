@@ -1,4 +1,5 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
+from .gather import all_gather_with_grad
 from .grad_checkpoint import (
     build_gradient_checkpointing,
     enable_gradient_checkpointing,
@@ -6,6 +7,7 @@ from .grad_checkpoint import (
 from .strict_pretrained import check_pretrained_keys, pretrained_inits
 
 __all__ = [
+    'all_gather_with_grad',
     'check_pretrained_keys',
     'pretrained_inits',
     'build_gradient_checkpointing',
