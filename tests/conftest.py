@@ -38,6 +38,57 @@ def load_tool(rel_path: str):
     return module
 
 
+def _gloo_child(rank, world_size, port, queue, worker, args):
+    import os
+    import traceback
+
+    import torch.distributed as dist
+
+    try:
+        os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+        dist.init_process_group('gloo', rank=rank, world_size=world_size)
+        queue.put((rank, 'ok', worker(rank, *args)))
+    except Exception:
+        queue.put((rank, 'crash', traceback.format_exc()))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run_gloo_ranks(worker, *args, world_size: int = 2) -> dict:
+    """``worker(rank, *args)`` in ``world_size`` spawned processes joined
+    in a gloo group on localhost; returns ``{rank: result}``. ``worker``
+    must be a module-level function (the children import it; fork would
+    deadlock in OpenMP once the parent has run torch ops), and its results
+    picklable without shared memory (lists and floats, not tensors). A
+    worker's exception fails the test with its traceback."""
+    import multiprocessing as mp
+    import socket
+
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context('spawn')
+    queue = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_gloo_child,
+            args=(r, world_size, port, queue, worker, args),
+        )
+        for r in range(world_size)
+    ]
+    for p in procs:
+        p.start()
+    results = {}
+    for _ in procs:
+        rank, kind, value = queue.get(timeout=180)
+        assert kind == 'ok', f'rank {rank}:\n{value}'
+        results[rank] = value
+    for p in procs:
+        p.join(timeout=60)
+    return results
+
+
 @pytest.fixture
 def one_thread():
     """One intra-op thread for tests on tiny tensors: on a shared 2-core
