@@ -99,3 +99,22 @@ def peak_bytes(fn: Callable[[], object], device: str) -> int:
         live += nbytes
         peak = max(peak, live)
     return peak
+
+
+def pixel_centres(shapes) -> torch.Tensor:
+    """Normalised ``(x, y)`` of every pixel centre of levels ``shapes``
+    ``[(h, w), ...]``, level by level, row-major: (sum h*w, 2) -- the
+    reference points of a Deformable DETR encoder."""
+    return torch.cat(
+        [
+            torch.stack(
+                torch.meshgrid(
+                    (torch.arange(w) + 0.5) / w,
+                    (torch.arange(h) + 0.5) / h,
+                    indexing='xy',
+                ),
+                -1,
+            ).reshape(-1, 2)
+            for h, w in shapes
+        ]
+    )

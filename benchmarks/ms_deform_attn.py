@@ -42,6 +42,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from common import (  # noqa: E402
     add_device_args,
     interleaved_median,
+    pixel_centres,
     report,
     setup_device,
 )
@@ -121,19 +122,7 @@ def encoder_layer():
         )
     shapes = torch.tensor(SHAPES)
     starts = torch.cat((shapes.new_zeros(1), shapes.prod(1).cumsum(0)[:-1]))
-    refs = torch.cat(
-        [
-            torch.stack(
-                torch.meshgrid(
-                    (torch.arange(w) + 0.5) / w,
-                    (torch.arange(h) + 0.5) / h,
-                    indexing='xy',
-                ),
-                -1,
-            ).reshape(-1, 2)
-            for h, w in SHAPES
-        ]
-    )
+    refs = pixel_centres(SHAPES)
     num = refs.shape[0]
     query = torch.randn(1, num, EMBED)
     kwargs = dict(

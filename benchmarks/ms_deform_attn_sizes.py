@@ -34,6 +34,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from common import (  # noqa: E402
     add_device_args,
     interleaved_median,
+    pixel_centres,
     setup_device,
 )
 
@@ -71,19 +72,7 @@ def make_inputs(shapes, queries, device, dtype, batch=2, heads=8, ch=32):
     gen = torch.Generator().manual_seed(0)
     shapes_t = torch.tensor(shapes)
     keys = int(shapes_t.prod(1).sum())
-    refs = torch.cat(
-        [
-            torch.stack(
-                torch.meshgrid(
-                    (torch.arange(w) + 0.5) / w,
-                    (torch.arange(h) + 0.5) / h,
-                    indexing='xy',
-                ),
-                -1,
-            ).reshape(-1, 2)
-            for h, w in shapes
-        ]
-    )
+    refs = pixel_centres(shapes)
     if queries is not None:
         refs = torch.rand(queries, 2, generator=gen)
     num_q, levels = refs.shape[0], len(shapes)

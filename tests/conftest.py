@@ -21,6 +21,15 @@ ALL_CONFIGS = sorted(
     for p in glob.glob(osp.join(REPO_ROOT, pattern), recursive=True)
     if '_base_' not in p
 )
+# mmpretrain's ViT at toy size (32 px, patch 8: 4 x 4 tokens, 2 blocks)
+TINY_VIT = dict(
+    type='mmpretrain.VisionTransformer',
+    arch=dict(
+        embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64
+    ),
+    img_size=32,
+    patch_size=8,
+)
 TOY_CONFIG = osp.join(
     REPO_ROOT,
     'configs/toy/retinanet_r18-w32_fpn_gn-head_1xb8-500i_toy-coco.py',

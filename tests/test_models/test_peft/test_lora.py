@@ -9,6 +9,7 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
+from conftest import TINY_VIT
 from mmdet.registry import MODELS
 
 from mmvfm.models.peft import (
@@ -23,14 +24,6 @@ from mmvfm.models.peft import (
 pytestmark = pytest.mark.usefixtures('one_thread')
 F64 = torch.float64
 QV = [True, False, True]
-TINY_VIT = dict(
-    type='mmpretrain.VisionTransformer',
-    arch=dict(
-        embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64
-    ),
-    img_size=32,
-    patch_size=8,
-)
 QKV = r'layers\.\d+\.attn\.qkv'
 
 

@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+from conftest import TINY_VIT
 from mmdet.registry import MODELS
 
 from mmvfm.models.peft import (
@@ -24,14 +25,6 @@ from mmvfm.models.peft import (
 pytestmark = pytest.mark.usefixtures('one_thread')
 QV = [True, False, True]
 QKV = r'layers\.\d+\.attn\.qkv'
-TINY_VIT = dict(
-    type='mmpretrain.VisionTransformer',
-    arch=dict(
-        embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64
-    ),
-    img_size=32,
-    patch_size=8,
-)
 
 
 def _vit(lora=True, seed=0, **lora_kwargs):

@@ -7,17 +7,10 @@ import copy
 
 import pytest
 import torch
+from conftest import TINY_VIT as VIT
 from mmdet.registry import MODELS
 
 pytestmark = pytest.mark.usefixtures('one_thread')
-VIT = dict(
-    type='mmpretrain.VisionTransformer',
-    arch=dict(
-        embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64
-    ),
-    img_size=32,
-    patch_size=8,
-)
 
 
 def _save(tmp_path, state, name='ckpt.pth'):
