@@ -63,6 +63,7 @@ _KERNEL_DTYPES = {
     'cuda': (torch.float32, torch.float64, torch.float16, torch.bfloat16),
 }
 _warned = False
+_kernel_devices: set = set()  # filled when the ops are found
 
 
 def ms_deform_attn_pytorch(
@@ -167,6 +168,14 @@ def ext_available() -> bool:
             return False
     if _ops_registered():
         _register_fake()
+        if not _kernel_devices:  # once; not queried while tracing
+            _kernel_devices.update(
+                d
+                for d in _KERNEL_DTYPES
+                if torch._C._dispatch_has_kernel_for_dispatch_key(
+                    'mmvfm::ms_deform_attn_forward', d.upper()
+                )
+            )
         return True
     return False
 
@@ -200,7 +209,8 @@ def load_ext_jit(
         build_directory=build_directory,
         verbose=verbose,
     )
-    _register_fake()
+    _kernel_devices.clear()  # a CUDA build adds a device
+    ext_available()
 
 
 class MSDeformAttnFunction(Function):
@@ -262,8 +272,9 @@ def _as_index(
 
 def kernel_supports(value: Tensor) -> bool:
     """Whether the compiled kernel runs for ``value``'s device (its dtype
-    is cast where needed)."""
-    return value.device.type in _KERNEL_DTYPES and ext_available()
+    is cast where needed): the ops are loaded and have a kernel for that
+    device (a CPU-only build has none for CUDA)."""
+    return ext_available() and value.device.type in _kernel_devices
 
 
 def ms_deform_attn(
