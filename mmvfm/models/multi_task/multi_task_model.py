@@ -5,6 +5,7 @@ task, per-task loss weights, and freezing declared in config."""
 import re
 from typing import Dict, List, Optional, Sequence, Union
 
+import torch
 import torch.nn as nn
 from mmdet.registry import MODELS
 from mmengine.model import BaseModel, ModuleDict
@@ -81,6 +82,60 @@ class MultiTaskModel(BaseModel):
         self.freeze_cfg = dict(freeze or {})
         self._apply_freeze(self.freeze_cfg)
         self._check_patch_padding()
+        self._check_head_inputs()
+
+    def _check_head_inputs(self) -> None:
+        """The trunk's features fit every head's first layers: one forward
+        of a small blank image through the backbone, the neck and each
+        head's own neck (``DetTaskHead`` / ``ClsTaskHead``) or detector neck
+        (``DetectorTaskHead``), in eval mode without gradients; a mismatch
+        (a head whose in-channels differ from the trunk's) is a ValueError
+        naming the task and the trunk's feature shapes. Skipped for models
+        built on the meta device."""
+        params = list(self.parameters())
+        if not params or any(p.is_meta for p in params):
+            return
+        size = max(64, self._input_multiple())
+        x = params[0].new_zeros(1, 3, size, size)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                feats = self.extract_feat(x)
+                for task, head in self.heads.items():
+                    check = getattr(head, 'check_inputs', None)
+                    if check is None:
+                        continue
+                    try:
+                        check(feats)
+                    except (RuntimeError, AssertionError, ValueError) as e:
+                        shapes = [
+                            tuple(f.shape)
+                            for f in (
+                                feats
+                                if isinstance(feats, (list, tuple))
+                                else [feats]
+                            )
+                        ]
+                        raise ValueError(
+                            f"tasks.{task}: the trunk's features {shapes} "
+                            f'do not fit the head: {e}'
+                        ) from None
+        finally:
+            self.train(was_training)
+
+    def _input_multiple(self) -> int:
+        """Patch x the neck's largest stride ratio (1 without a patch
+        embedding)."""
+        proj = getattr(
+            getattr(self.backbone, 'patch_embed', None), 'projection', None
+        )
+        stride = getattr(proj, 'stride', None)
+        if not stride:
+            return 1
+        patch = max(int(s) for s in stride)
+        ratio = max(getattr(self.neck, 'strides', None) or [1])
+        return int(round(patch * ratio))
 
     def _check_patch_padding(self) -> None:
         """A patch-embedding backbone (mmpretrain's ViT) pads its input to

@@ -50,6 +50,11 @@ class _TaskHead(BaseModule):
     def forward(self, feats: Tuple[Tensor]):
         return self.head(self._feats(feats))
 
+    def check_inputs(self, feats: Tuple[Tensor]) -> None:
+        """Run what the head does first on the features (its neck and
+        forward), so that a channel mismatch fails at build time."""
+        self.head(self._feats(feats))
+
     def loss(self, feats: Tuple[Tensor], data_samples: list) -> Dict:
         return self.head.loss(self._feats(feats), data_samples)
 
@@ -153,6 +158,11 @@ class DetectorTaskHead(BaseModule):
 
     def forward(self, feats: Tuple[Tensor], data_samples=None):
         return self.detector(feats, data_samples, mode='tensor')
+
+    def check_inputs(self, feats: Tuple[Tensor]) -> None:
+        """Run the detector's ``extract_feat`` (its neck) on the features,
+        so that a channel mismatch fails at build time."""
+        self.detector.extract_feat(feats)
 
     def loss(self, feats: Tuple[Tensor], data_samples: list) -> Dict:
         return self.detector.loss(feats, data_samples)

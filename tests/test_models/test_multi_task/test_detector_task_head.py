@@ -96,3 +96,16 @@ def test_padding_not_a_multiple_of_patch_times_pyramid_is_refused():
         r'largest stride ratio \(4\) = 32',
     ):
         MODELS.build(cfg.model)
+
+
+def test_head_that_does_not_fit_the_trunk_is_refused_at_build_time():
+    cfg = Config.fromfile(
+        osp.join(REPO_ROOT, 'configs/vit_trunk', CONFIGS['deformable_detr'])
+    )
+    cfg.model.tasks.det.detector.neck.in_channels = [64, 128, 256]
+    with pytest.raises(
+        ValueError,
+        match=r"tasks.det: the trunk's features \[\(1, 128, 8, 8\), "
+        r'\(1, 128, 4, 4\), \(1, 128, 2, 2\)\] do not fit the head',
+    ):
+        MODELS.build(cfg.model)
