@@ -1,5 +1,6 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
 from . import (  # noqa: F401
+    clip,
     distillers,
     gqpos,
     language,

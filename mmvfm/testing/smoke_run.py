@@ -20,6 +20,10 @@ without the internet needs:
   off, a distiller's teacher untrained (``allow_untrained_teacher``: it is
   initialised by its own ``init_cfg``); every ``score_thr`` of the model
   0, so that the test pass evaluates an untrained model's predictions;
+- **tokenizers**: every ``BPETokenizer`` of the model reads a tokenizer
+  trained from the toy captions with the config's ``vocab_size`` (the
+  tokenizer's own, else its sibling text encoder's), never a file of the
+  config;
 - **schedule**: exactly one training iteration (an iteration-based loop
   stops after one; an epoch-based one runs one epoch over one batch; a
   multi-task loop runs until each task has trained once),
@@ -218,6 +222,46 @@ def _point_at_toy_data(
     return old_root, out_root
 
 
+def _point_at_toy_tokenizer(node: Any, data_root: str) -> None:
+    """Every ``BPETokenizer`` config under ``node`` -> a tokenizer trained
+    from the toy captions, its ``vocab_size`` that of the config (the
+    tokenizer's, else a sibling's ``vocab_size``), in place."""
+    if isinstance(node, (list, tuple)):
+        for value in node:
+            _point_at_toy_tokenizer(value, data_root)
+        return
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if isinstance(value, dict) and str(value.get('type', '')).endswith(
+            'BPETokenizer'
+        ):
+            vocab = value.get('vocab_size') or next(
+                (
+                    v['vocab_size']
+                    for v in node.values()
+                    if isinstance(v, dict) and 'vocab_size' in v
+                ),
+                node.get('vocab_size'),
+            )
+            if not vocab:
+                raise ValueError(
+                    f'{key}: a BPETokenizer without vocab_size, and none '
+                    'beside it, to train a smoke tokenizer for'
+                )
+            out = osp.join(data_root, f'smoke_tokenizer_{vocab}.json')
+            if not osp.isfile(out):
+                from mmvfm.models.language import coco_captions, train_bpe
+
+                captions = osp.join(
+                    data_root, 'annotations', 'captions_train.json'
+                )
+                train_bpe(coco_captions(captions), out, vocab_size=vocab)
+            value['file'] = out
+        else:
+            _point_at_toy_tokenizer(value, data_root)
+
+
 def _prefix_file_names(ann_file: str, folder: str) -> None:
     with open(ann_file) as f:
         coco = json.load(f)
@@ -358,6 +402,7 @@ def smoke_config(
     if 'teacher' in cfg.model:
         cfg.model.teacher_ckpt = None
         cfg.model.allow_untrained_teacher = True
+    _point_at_toy_tokenizer(cfg.model, data_root)
 
     # ---- data: the toy images at the config's own relative paths -------
     roots: Dict[str, str] = {}

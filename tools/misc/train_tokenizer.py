@@ -36,12 +36,7 @@ def main(argv=None) -> int:
         )
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f'error: {e}') from None
-    note = ''
-    if size != args.vocab_size:
-        note = f' (asked for {args.vocab_size}: fewer merges in the captions)'
-    print(
-        f'wrote {args.out}: vocab_size={size}, {len(captions)} captions{note}'
-    )
+    print(f'wrote {args.out}: vocab_size={size}, {len(captions)} captions')
     return size
 
 

@@ -64,9 +64,14 @@ def train_bpe(
 ) -> int:
     """Train a byte-level BPE on ``texts`` and save it to ``out_file``.
 
+    When the texts hold fewer merges than ``vocab_size`` asks for, the
+    vocabulary is padded with reserved tokens ``<unused{i}>`` (special: never
+    produced from ordinary text, dropped by ``decode``), so that the file
+    always has exactly ``vocab_size`` ids and a config's ``vocab_size`` is
+    the one it was trained with.
+
     Returns:
-        int: the vocabulary size of the file (``vocab_size``, or fewer when
-        the texts hold fewer merges: then the config must use that).
+        int: the vocabulary size of the file, ``vocab_size``.
 
     Raises:
         ValueError: no non-empty text, or ``vocab_size`` below the byte
@@ -104,6 +109,9 @@ def train_bpe(
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
+    missing = vocab_size - tok.get_vocab_size()
+    if missing > 0:
+        tok.add_special_tokens([f'<unused{i}>' for i in range(missing)])
     tok.save(out_file)
     return tok.get_vocab_size()
 

@@ -50,16 +50,22 @@ def check_pretrained_keys(
     Args:
         where (str): the module's name in the model, for the message.
     """
-    from mmengine.runner.checkpoint import (
-        _load_checkpoint,
-        _load_checkpoint_with_prefix,
-    )
+    from mmengine.runner.checkpoint import _load_checkpoint
 
+    ckpt = _load_checkpoint(checkpoint, map_location)
+    state = ckpt.get('state_dict', ckpt)
     if prefix:
-        state = _load_checkpoint_with_prefix(prefix, checkpoint, map_location)
-    else:
-        ckpt = _load_checkpoint(checkpoint, map_location)
-        state = ckpt.get('state_dict', ckpt)
+        full = prefix if prefix.endswith('.') else prefix + '.'
+        heads = sorted({k.split('.', 1)[0] + '.' for k in state})
+        state = {
+            k[len(full) :]: v for k, v in state.items() if k.startswith(full)
+        }
+        if not state:
+            raise ValueError(
+                f'{where or type(module).__name__}.init_cfg: no key of the '
+                f'Pretrained checkpoint {checkpoint} starts with prefix '
+                f'{prefix!r}; its keys start with {heads[:SHOW]}'
+            )
     keys = {
         k[len('module.') :] if k.startswith('module.') else k for k in state
     }

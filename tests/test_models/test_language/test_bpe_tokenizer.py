@@ -122,3 +122,16 @@ def test_errors_name_the_file(tokenizer_file, tmp_path):
         tool.main([str(not_tok), str(tmp_path / 'x.json')])
     with pytest.raises(ValueError, match='needs at least 262'):
         train_bpe(['a b c'], str(tmp_path / 'y.json'), vocab_size=100)
+
+
+def test_vocabulary_padded_to_the_asked_size(tmp_path):
+    """Few merges in the texts: reserved tokens pad the file to exactly
+    ``vocab_size`` ids, which ``decode`` drops."""
+    path = str(tmp_path / 'small.json')
+    assert train_bpe(['a red circle'] * 5, path, vocab_size=400) == 400
+    tok = BPETokenizer(path, vocab_size=400)
+    ids, _ = tok.encode(['a red circle'])
+    assert int(ids.max()) < 300  # ordinary text never uses the padding
+    assert tok.decode([[BOS, *ids[0, 1:-1].tolist(), 399, EOS]]) == [
+        'a red circle'
+    ]
