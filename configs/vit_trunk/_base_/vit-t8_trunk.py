@@ -5,8 +5,9 @@
 #   backbone=dict(type='GradientCheckpointing', pattern=r'layers\.\d+',
 #                 module=<this backbone>)
 # A pretrained ViT: model.backbone.init_cfg=dict(type='Pretrained',
-# checkpoint=PATH, prefix='backbone.') for a checkpoint whose ViT keys start
-# with `backbone.` (mmpretrain ViT keys: `layers.0.attn.qkv.weight`, ...).
+# checkpoint=PATH, prefix=P), P the prefix of its ViT keys: 'image_encoder.'
+# for the toy CLIP model of configs/clip (mmpretrain ViT keys:
+# `layers.0.attn.qkv.weight`, ...).
 _base_ = './toy_single_task.py'
 vit_dims = 192
 trunk_channels = 128  # every level, both trunks

@@ -10,6 +10,15 @@ from .bpe_tokenizer import (
     coco_captions,
     train_bpe,
 )
+from .caption_head import CaptionDecoderLayer, CaptionHead
+from .decoding import (
+    beam_search,
+    expand_cache,
+    gnmt_length_penalty,
+    greedy_search,
+    map_cache,
+    reorder_cache,
+)
 from .text_transformer import TextTransformer
 
 __all__ = [
@@ -23,4 +32,12 @@ __all__ = [
     'coco_captions',
     'train_bpe',
     'TextTransformer',
+    'CaptionDecoderLayer',
+    'CaptionHead',
+    'beam_search',
+    'expand_cache',
+    'gnmt_length_penalty',
+    'greedy_search',
+    'map_cache',
+    'reorder_cache',
 ]

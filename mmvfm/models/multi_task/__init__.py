@@ -1,4 +1,5 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
+from .caption_task_head import CaptionTaskHead
 from .data_preprocessor import MultiTaskDataPreprocessor
 from .multi_task_model import MultiTaskModel
 from .task_heads import (
@@ -9,6 +10,7 @@ from .task_heads import (
 )
 
 __all__ = [
+    'CaptionTaskHead',
     'ClsTaskHead',
     'DetTaskHead',
     'DetectorTaskHead',
