@@ -26,6 +26,40 @@ from mmvfm.datasets.toy_coco import (
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SMALL = dict(num_train=12, num_val=4, img_size=(48, 64), num_captions=5)
+# sha256 of the annotation files of a tiny set, computed with the single
+# module ``mmvfm/datasets/toy_coco.py`` before it was split into a
+# package: the split (and any later change meant to keep the in-domain
+# data) must leave them unchanged. Only the json files: PNG bytes may
+# depend on the OpenCV/zlib build.
+GOLDEN_ARGS = dict(
+    num_train=3, num_val=2, img_size=(40, 56), num_captions=3, seed=0
+)
+GOLDEN_SHA256 = {
+    'annotations/captions_train.json': (
+        '4cb0ea684cc3bea6ee8b7a18f9405e508c35218e0b63523de40f82ba3ece1d2e'
+    ),
+    'annotations/captions_val.json': (
+        '596fa1a446e64b8ddebb8d49373b280dbef110538869fa5aae1d8c30d3aa573d'
+    ),
+    'annotations/classification_train.json': (
+        '8f9558b6db7192077bd7dd9c693776fc5eb9b6c06cdb1da61065ee1667df6959'
+    ),
+    'annotations/classification_val.json': (
+        '5eb404367fa64a84d44c0b35a74207f65922c0ab97da8c5e6a82600802d8a6c6'
+    ),
+    'annotations/instances_train.json': (
+        '7970eccb69df5289ef97e4de7516edaae011dd63691d8b67cf5eda111a0fd509'
+    ),
+    'annotations/instances_val.json': (
+        '174a2c1bcb1549b9ed2df75ef09dd6a5e9dc3c0df6339aad1701ce9f4915e565'
+    ),
+    'annotations/multilabel_train.json': (
+        'bd4fa5cd67d34fb14ddb248ef1202c2631aad3efc1808bd1d8ed8b9925f4dd02'
+    ),
+    'annotations/multilabel_val.json': (
+        '7e8a29e1e655bb0a74d460b389a9d4a5c34893460ae939b452ad84591d84a10b'
+    ),
+}
 
 
 def _hashes(root: str) -> Dict[str, str]:
@@ -83,6 +117,19 @@ def test_deterministic(tmp_path, toy_root):
     other = str(tmp_path / 'again')
     generate_toy_coco(other, seed=0, **SMALL)
     assert _hashes(other) == _hashes(toy_root)
+
+
+def test_golden_annotations(tmp_path):
+    first = str(tmp_path / 'first')
+    generate_toy_coco(first, **GOLDEN_ARGS)
+    hashes = _hashes(first)
+    got = {k: v for k, v in hashes.items() if k.startswith('annotations/')}
+    assert got == GOLDEN_SHA256
+    # generated again (with the default domain spelled out): every file,
+    # images included, is the same
+    second = str(tmp_path / 'second')
+    generate_toy_coco(second, domain='in', **GOLDEN_ARGS)
+    assert _hashes(second) == hashes
 
 
 def test_seed_and_split_independence(tmp_path, toy_root):

@@ -6,6 +6,9 @@ Example::
     python tools/dataset_converters/generate_toy_coco.py data/toy_coco
     python tools/dataset_converters/generate_toy_coco.py /tmp/toy \\
         --num-train 100 --num-val 20 --img-size 64 96 --overwrite
+    # the out-of-domain set: new colours, backgrounds and object styles
+    python tools/dataset_converters/generate_toy_coco.py data/toy_coco_ood \\
+        --domain ood
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from mmvfm.datasets.toy_coco import (  # noqa: E402
+    TOY_DOMAINS,
     generate_toy_coco,
     verify_toy_coco,
 )
@@ -77,6 +81,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--num-captions', type=int, default=5)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument(
+        '--domain',
+        choices=TOY_DOMAINS,
+        default='in',
+        help='in: the usual set; ood: the same classes and formats in '
+        'colours, backgrounds and object styles the in-domain set never '
+        'uses (default: in)',
+    )
+    parser.add_argument(
         '--overwrite',
         action='store_true',
         help='replace an existing set in out_dir',
@@ -103,15 +115,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             seed=args.seed,
             overwrite=args.overwrite,
             progress=not args.no_progress,
+            domain=args.domain,
         )
     except (ValueError, FileExistsError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - start
     verify_toy_coco(args.out_dir)
+    name = 'toy COCO' if args.domain == 'in' else 'out-of-domain toy COCO'
     print(
-        f'toy COCO written to {result["out_dir"]} in {elapsed:.1f} s '
-        '(verified)'
+        f'{name} written to {result["out_dir"]} in {elapsed:.1f} s (verified)'
     )
     for split in ('train', 'val'):
         info = result[split]
