@@ -1,0 +1,380 @@
+# Copyright (c) mmvfm contributors. All rights reserved.
+"""tools/analysis_tools/seed_sweep.py: statistics on fake run folders,
+resuming, README blocks, and one real tiny sweep through tools/train.py."""
+
+import json
+import os
+import os.path as osp
+
+import pytest
+from conftest import TOY_CONFIG, load_tool, tiny_detector_cfg
+
+tool = load_tool('analysis_tools/seed_sweep.py')
+
+METRIC = 'coco/bbox_mAP'
+# stock and gq per seed 0, 1, 2: the last validation value of each run
+STOCK = [0.10, 0.12, 0.14]
+GQ = [0.15, 0.14, 0.20]
+
+
+def fake_run(
+    work,
+    name,
+    vals,
+    key=METRIC,
+    done=True,
+    stamp='20240101_000000',
+):
+    """A finished run's folder: ``vals`` logged at validation steps 10,
+    20, ... after two training lines each."""
+    vis = osp.join(work, name, stamp, 'vis_data')
+    os.makedirs(vis, exist_ok=True)
+    lines = []
+    for i, value in enumerate(vals):
+        step = 10 * (i + 1)
+        for it in (step - 5, step):
+            lines.append(dict(lr=0.01, loss=2.0 / it, iter=it, step=it))
+        lines.append({key: value, f'{key}_50': 0.5, 'step': step})
+    with open(osp.join(vis, 'scalars.json'), 'w') as f:
+        f.write('\n'.join(json.dumps(line) for line in lines) + '\n')
+    if done:
+        open(osp.join(work, name, 'done'), 'w').close()
+
+
+def sweep_args(work, *extra, seeds=('0', '1', '2')):
+    return [
+        str(work),
+        '--variant',
+        'stock',
+        TOY_CONFIG,
+        '--variant',
+        'gq',
+        TOY_CONFIG,
+        'model.bbox_head.num_classes=3',
+        '--seeds',
+        *seeds,
+        '--metrics',
+        METRIC,
+        '--baseline',
+        'stock',
+        *extra,
+    ]
+
+
+@pytest.fixture
+def fake_sweep(tmp_path):
+    """Three seeds of two variants; each run's value is high at its first
+    validation (0.3) and ends at STOCK / GQ."""
+    for seed, (s, g) in enumerate(zip(STOCK, GQ)):
+        fake_run(tmp_path, f'stock_s{seed}', [0.3, s])
+        fake_run(tmp_path, f'gq_s{seed}', [0.3, g])
+    return tmp_path
+
+
+def test_statistics_by_hand(fake_sweep):
+    sweep = tool.main(sweep_args(fake_sweep, '--collect-only'))
+    with open(fake_sweep / 'sweep.json') as f:
+        assert json.load(f) == sweep
+    stock, gq = (
+        sweep['metrics'][METRIC]['stock'],
+        sweep['metrics'][METRIC]['gq'],
+    )
+    assert stock['values'] == {'0': 0.10, '1': 0.12, '2': 0.14}
+    assert stock['n'] == 3 and 'diff' not in stock
+    assert stock['mean'] == pytest.approx(0.12)
+    # deviations -0.02, 0, 0.02: sqrt(0.0008 / 2)
+    assert stock['sd'] == pytest.approx(0.02)
+    assert gq['mean'] == pytest.approx(0.49 / 3)
+    diff = gq['diff']
+    assert diff['seeds'] == [0, 1, 2]
+    assert diff['values'] == pytest.approx([0.05, 0.02, 0.06])
+    d_mean = 0.13 / 3
+    d_sd = (0.05 - d_mean) ** 2 + (0.02 - d_mean) ** 2 + (0.06 - d_mean) ** 2
+    d_sd = (d_sd / 2) ** 0.5
+    assert diff['mean'] == pytest.approx(d_mean)
+    assert diff['sd'] == pytest.approx(d_sd) and d_sd == pytest.approx(
+        0.0208, abs=1e-4
+    )
+    assert diff['se'] == pytest.approx(d_sd / 3**0.5)
+    assert sweep['variants']['gq'] == dict(
+        config=TOY_CONFIG, options=['model.bbox_head.num_classes=3']
+    )
+    assert sweep['seeds'] == [0, 1, 2] and sweep['missing'] == []
+    assert sweep['runs']['gq_s1'] == osp.join(
+        'gq_s1', '20240101_000000', 'vis_data', 'scalars.json'
+    )
+
+    table = (fake_sweep / 'sweep.md').read_text()
+    assert table == tool.render_markdown(sweep) + '\n'
+    rows = table.splitlines()
+    assert rows[0] == (
+        '| variant | metric | per-seed values (seeds 0, 1, 2) | mean ± sd '
+        '| paired diff vs stock (mean ± SE) |'
+    )
+    assert rows[2:] == [
+        '| stock | coco/bbox_mAP | 0.100, 0.120, 0.140 | 0.120 ± 0.020 '
+        '| baseline |',
+        '| gq | coco/bbox_mAP | 0.150, 0.140, 0.200 | 0.163 ± 0.032 '
+        '| +0.043 ± 0.012 (n=3) |',
+    ]
+    assert osp.getsize(fake_sweep / 'sweep_curves.png') > 1000
+
+
+def test_pick_best_takes_the_highest_value(fake_sweep):
+    sweep = tool.main(
+        sweep_args(fake_sweep, '--collect-only', '--pick', 'best')
+    )
+    for variant in ('stock', 'gq'):
+        entry = sweep['metrics'][METRIC][variant]
+        assert entry['values'] == {'0': 0.3, '1': 0.3, '2': 0.3}
+        assert entry['sd'] == 0.0
+    assert sweep['pick'] == 'best'
+    assert sweep['metrics'][METRIC]['gq']['diff']['mean'] == 0.0
+
+
+def test_unfinished_run_left_out_and_one_seed(tmp_path):
+    fake_run(tmp_path, 'stock_s0', [0.1])
+    fake_run(tmp_path, 'stock_s1', [0.2])
+    fake_run(tmp_path, 'gq_s0', [0.4])
+    fake_run(tmp_path, 'gq_s1', [0.9], done=False)  # still training
+    sweep = tool.main(sweep_args(tmp_path, '--collect-only', seeds=('0', '1')))
+    assert sweep['missing'] == ['gq_s1']
+    gq = sweep['metrics'][METRIC]['gq']
+    assert gq['values'] == {'0': 0.4} and gq['n'] == 1
+    assert gq['mean'] == 0.4 and gq['sd'] is None
+    assert gq['diff']['seeds'] == [0] and gq['diff']['n'] == 1
+    assert gq['diff']['mean'] == pytest.approx(0.3)
+    assert gq['diff']['sd'] is None and gq['diff']['se'] is None
+    assert '| gq | coco/bbox_mAP | 0.400, — | 0.400 | +0.300 (n=1) |' in (
+        tool.render_markdown(sweep)
+    )
+
+
+def test_newest_timestamp_with_scalars(tmp_path):
+    fake_run(tmp_path, 'stock_s0', [0.1], stamp='20240101_000000')
+    fake_run(tmp_path, 'stock_s0', [0.7], stamp='20240202_000000')
+    # a newer start that logged nothing
+    os.makedirs(tmp_path / 'stock_s0' / '20240303_000000')
+    runs, missing = tool.collect(str(tmp_path), ['stock'], [0], [METRIC])
+    assert runs['stock_s0']['values'] == {METRIC: 0.7}
+    assert runs['stock_s0']['scalars'].startswith(
+        osp.join('stock_s0', '20240202_000000')
+    )
+    assert missing == []
+
+
+def test_missing_metric_names_run_and_keys(tmp_path):
+    fake_run(tmp_path, 'stock_s0', [0.1], key='det/coco/bbox_mAP')
+    with pytest.raises(SystemExit) as e:
+        tool.main(
+            [
+                str(tmp_path),
+                '--variant',
+                'stock',
+                TOY_CONFIG,
+                '--collect-only',
+            ]
+        )
+    msg = str(e.value)
+    assert 'stock_s0' in msg and f'"{METRIC}"' in msg
+    assert "'det/coco/bbox_mAP'" in msg  # the keys it has
+    # the multi-task key itself works
+    sweep = tool.main(
+        [
+            str(tmp_path),
+            '--variant',
+            'stock',
+            TOY_CONFIG,
+            '--metrics',
+            'det/coco/bbox_mAP',
+            '--collect-only',
+        ]
+    )
+    assert sweep['metrics']['det/coco/bbox_mAP']['stock']['mean'] == 0.1
+
+
+def test_nothing_finished_is_an_error(tmp_path):
+    with pytest.raises(SystemExit, match='no finished run'):
+        tool.main(sweep_args(tmp_path, '--collect-only'))
+
+
+@pytest.mark.parametrize(
+    'argv, message',
+    [
+        (['--variant', 'a', 'no/such.py'], 'no/such.py'),
+        (['--variant', 'a'], 'needs NAME CONFIG'),
+        (['--variant', 'a/b', TOY_CONFIG], '"a/b" must be'),
+        (
+            ['--variant', 'a', TOY_CONFIG, '--variant', 'a', TOY_CONFIG],
+            '"a" given twice',
+        ),
+        (['--variant', 'a', TOY_CONFIG, '--baseline', 'b'], '"b" is not'),
+        (['--variant', 'a', TOY_CONFIG, '--seeds', '1', '1'], 'seed given'),
+        (['--variant', 'a', TOY_CONFIG, 'lr'], '"lr" is not KEY=VALUE'),
+        (
+            ['--variant', 'a', TOY_CONFIG, 'randomness.seed=3'],
+            'set by the sweep',
+        ),
+        (['--variant', 'a', TOY_CONFIG, '--readme', 'R.md'], 'go together'),
+    ],
+)
+def test_arguments_checked_first(tmp_path, monkeypatch, argv, message):
+    monkeypatch.setattr(tool, 'run_one', lambda *a: pytest.fail('ran'))
+    with pytest.raises(SystemExit, match=message):
+        tool.main([str(tmp_path), *argv])
+
+
+def fake_trainer(calls, fail=()):
+    """A ``run_one`` that records its calls and logs a fake run."""
+
+    def run_one(config, options, seed, work_dir, log_path, threads=1):
+        name = osp.basename(work_dir)
+        calls.append((name, config, list(options), seed, threads))
+        with open(log_path, 'w') as f:
+            f.write('fake\n')
+        if name in fail:
+            return 1
+        fake_run(osp.dirname(work_dir), name, [0.1 * seed], done=False)
+        return 0
+
+    return run_one
+
+
+def test_resume_runs_only_unfinished(tmp_path, monkeypatch):
+    fake_run(tmp_path, 'stock_s0', [0.1])
+    fake_run(tmp_path, 'gq_s1', [0.2])
+    fake_run(tmp_path, 'gq_s0', [0.9], done=False)  # an interrupted run
+    calls = []
+    monkeypatch.setattr(tool, 'run_one', fake_trainer(calls))
+    argv = sweep_args(tmp_path, '--threads', '3', seeds=('0', '1'))
+    sweep = tool.main(argv)
+    assert sorted(calls) == [
+        ('gq_s0', TOY_CONFIG, ['model.bbox_head.num_classes=3'], 0, 3),
+        ('stock_s1', TOY_CONFIG, [], 1, 3),
+    ]
+    assert osp.isfile(tmp_path / 'gq_s0' / 'done')
+    assert sweep['missing'] == []
+    assert sweep['metrics'][METRIC]['gq']['values'] == {'0': 0.0, '1': 0.2}
+    calls.clear()
+    tool.main(argv)  # everything done: nothing runs
+    assert calls == []
+
+
+def test_failed_run_reported_and_sweep_goes_on(tmp_path, monkeypatch):
+    calls = []
+    fail = {'stock_s1'}
+    monkeypatch.setattr(tool, 'run_one', fake_trainer(calls, fail))
+    with pytest.raises(SystemExit) as e:
+        tool.main(sweep_args(tmp_path, '--jobs', '2', seeds=('0', '1')))
+    assert str(tmp_path / 'stock_s1.log') in str(e.value)
+    assert len(calls) == 4
+    assert not osp.exists(tmp_path / 'stock_s1' / 'done')
+    with open(tmp_path / 'sweep.json') as f:
+        sweep = json.load(f)
+    assert sweep['missing'] == ['stock_s1']
+    assert sweep['metrics'][METRIC]['gq']['diff']['seeds'] == [0]
+    # rerunning retries the failed run only
+    calls.clear()
+    fail.clear()
+    tool.main(sweep_args(tmp_path, seeds=('0', '1')))
+    assert [c[0] for c in calls] == ['stock_s1']
+
+
+def test_train_command():
+    cmd = tool.train_command('c.py', 'w/a_s3', 'a_s3', 3, ['x.y=1'])
+    assert cmd[1:] == [
+        tool.TRAIN_SCRIPT,
+        'c.py',
+        '--work-dir',
+        'w/a_s3',
+        '--cfg-options',
+        'randomness.seed=3',
+        'experiment_name=a_s3',
+        'visualizer.name=a_s3',
+        'x.y=1',
+    ]
+
+
+README = """# Results
+
+Text before.
+
+<!-- sweep:toy -->
+an old table
+<!-- /sweep:toy -->
+
+Text after.
+"""
+
+
+def test_readme_block_round_trip(fake_sweep):
+    readme = fake_sweep / 'README.md'
+    readme.write_text(README)
+    args = ['--collect-only', '--readme', str(readme), '--section', 'toy']
+    tool.main(sweep_args(fake_sweep, *args))
+    text = readme.read_text()
+    with open(fake_sweep / 'sweep.json') as f:
+        table = tool.render_markdown(json.load(f))
+    assert tool.readme_block(text, 'toy') == table
+    assert text.startswith('# Results\n\nText before.\n\n<!-- sweep:toy -->\n')
+    assert text.endswith('\n<!-- /sweep:toy -->\n\nText after.\n')
+    assert 'an old table' not in text
+    # rewriting is stable
+    tool.main(sweep_args(fake_sweep, *args))
+    assert readme.read_text() == text
+
+    with pytest.raises(ValueError, match='section "other"'):
+        tool.readme_block(text, 'other')
+    with pytest.raises(SystemExit) as e:
+        tool.main(
+            sweep_args(
+                fake_sweep,
+                '--collect-only',
+                '--readme',
+                str(readme),
+                '--section',
+                'other',
+            )
+        )
+    assert str(readme) in str(e.value) and 'sweep:other' in str(e.value)
+    assert readme.read_text() == text
+
+
+def test_real_tiny_sweep(toy_root, tmp_path, monkeypatch):
+    """One variant (with an option) x seeds 0, 1 of a 2-iteration
+    detector, each run tools/train.py in a subprocess, two at a time (~10 s
+    of CPU each, mostly imports); the paired statistics are checked on the
+    fake runs above."""
+    work = tmp_path / 'sweep'
+    cfg = tiny_detector_cfg(toy_root, str(tmp_path / 'unused'), max_iters=2)
+    cfg_path = str(tmp_path / 'tiny.py')
+    cfg.dump(cfg_path)
+    argv = [
+        str(work),
+        '--variant',
+        'lr1e-3',
+        cfg_path,
+        'optim_wrapper.optimizer.lr=0.001',
+        '--seeds',
+        '0',
+        '1',
+        '--metrics',
+        METRIC,
+        '--jobs',
+        '2',
+    ]
+    sweep = tool.main(argv)
+    for name in ('lr1e-3_s0', 'lr1e-3_s1'):
+        assert osp.isfile(work / name / 'done'), work / f'{name}.log'
+    for ext in ('json', 'md'):
+        assert osp.getsize(work / f'sweep.{ext}') > 100
+    assert osp.getsize(work / 'sweep_curves.png') > 1000
+    entry = sweep['metrics'][METRIC]['lr1e-3']
+    assert entry['n'] == 2
+    assert all(0 <= v <= 1 for v in entry['values'].values())
+    # each run got its seed and its variant's options
+    dumped = (work / 'lr1e-3_s1' / 'tiny.py').read_text()
+    assert 'seed=1' in dumped and 'lr=0.001' in dumped
+    # run again: all done, nothing trains, the same summary
+    monkeypatch.setattr(tool, 'run_one', lambda *a: pytest.fail('reran'))
+    assert tool.main(argv) == sweep
