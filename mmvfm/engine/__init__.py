@@ -1,5 +1,6 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
 from .hooks import MultiTaskVisualizationHook
+from .model_wrappers import FSDP2StateDictHook, FSDP2Wrapper
 from .optimizers import TrainableOptimWrapperConstructor
 from .runner import (
     MultiTaskIterBasedTrainLoop,
@@ -9,6 +10,8 @@ from .runner import (
 )
 
 __all__ = [
+    'FSDP2StateDictHook',
+    'FSDP2Wrapper',
     'MultiTaskIterBasedTrainLoop',
     'MultiTaskTestLoop',
     'MultiTaskVisualizationHook',
