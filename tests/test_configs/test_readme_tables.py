@@ -1,0 +1,35 @@
+# Copyright (c) mmvfm contributors. All rights reserved.
+"""Every published seed sweep is the table its README shows: for each
+``configs/<algo>/sweep_<name>.json``, the ``<!-- sweep:<name> -->`` block of
+``configs/<algo>/README.md`` equals the table that
+``tools/analysis_tools/seed_sweep.py`` renders from that JSON."""
+
+import glob
+import json
+import os.path as osp
+
+import pytest
+from conftest import REPO_ROOT, load_tool
+
+SWEEPS = sorted(glob.glob(osp.join(REPO_ROOT, 'configs', '*', 'sweep_*.json')))
+
+
+def test_some_sweeps_are_published():
+    assert SWEEPS, 'no configs/*/sweep_*.json found'
+
+
+@pytest.mark.parametrize(
+    'path', SWEEPS, ids=[osp.relpath(p, REPO_ROOT) for p in SWEEPS]
+)
+def test_readme_table_matches_its_json(path):
+    tool = load_tool('analysis_tools/seed_sweep.py')
+    section = osp.basename(path)[len('sweep_') : -len('.json')]
+    with open(path) as f:
+        sweep = json.load(f)
+    with open(osp.join(osp.dirname(path), 'README.md')) as f:
+        readme = f.read()
+    assert tool.readme_block(readme, section) == tool.render_markdown(sweep)
+    # three seeds or more behind every published row
+    for metric, variants in sweep['metrics'].items():
+        for name, entry in variants.items():
+            assert entry['n'] >= 3, (path, metric, name, entry['n'])
