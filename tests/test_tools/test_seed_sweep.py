@@ -260,6 +260,31 @@ def test_resume_runs_only_unfinished(tmp_path, monkeypatch):
     assert calls == []
 
 
+def test_concurrent_sweeps_never_run_a_run_twice(tmp_path, monkeypatch):
+    """Two sweeps over one WORK (e.g. seeds 0-2 and, to add a core, seed 2
+    alone): a run finished by the other since this sweep started, or being
+    run by a live process (its ``.running`` lock), is skipped at launch; a
+    lock left by a dead process is taken over."""
+    import os
+
+    calls = []
+    trainer = fake_trainer(calls)
+
+    def run_one(config, options, seed, work_dir, log_path, threads=1):
+        # while stock_s0 trains, "another sweep" finishes stock_s1
+        if osp.basename(work_dir) == 'stock_s0':
+            fake_run(str(tmp_path), 'stock_s1', [0.5])
+        return trainer(config, options, seed, work_dir, log_path, threads)
+
+    monkeypatch.setattr(tool, 'run_one', run_one)
+    (tmp_path / 'gq_s0.running').write_text(str(os.getpid()))  # alive
+    (tmp_path / 'gq_s1.running').write_text('999999999')  # dead
+    tool.main(sweep_args(tmp_path, seeds=('0', '1')))
+    assert [c[0] for c in calls] == ['stock_s0', 'gq_s1']
+    assert (tmp_path / 'gq_s0.running').exists()  # not ours: left alone
+    assert not (tmp_path / 'gq_s1.running').exists()  # released
+
+
 def test_failed_run_reported_and_sweep_goes_on(tmp_path, monkeypatch):
     calls = []
     fail = {'stock_s1'}

@@ -122,6 +122,26 @@ def run_one(
     return proc.returncode
 
 
+def _take_lock(path: str) -> bool:
+    """Create ``path`` holding this process id, unless a live process
+    holds it; a lock left by a dead process is taken over."""
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    os.kill(int(f.read().strip() or 0), 0)
+                return False  # its process is alive
+            except (OSError, ValueError):
+                os.remove(path)  # stale
+                continue
+        with os.fdopen(fd, 'w') as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
 def run_sweep(
     work: str,
     variants: Dict[str, dict],
@@ -151,6 +171,15 @@ def run_sweep(
     def launch(index: int, name: str, spec: dict, seed: int):
         run_dir = osp.join(work, name)
         log_path = osp.join(work, f'{name}.log')
+        # checked again at launch: another sweep over the same WORK (other
+        # seeds, say) may have finished or started this run meanwhile
+        if osp.isfile(osp.join(run_dir, 'done')):
+            say(f'skip {name} (done meanwhile)')
+            return None
+        lock = osp.join(work, f'{name}.running')
+        if not _take_lock(lock):
+            say(f'skip {name} (another sweep is running it: {lock})')
+            return None
         say(f'start {name} ({index}/{len(todo)}), log {log_path}')
         start = time.perf_counter()
         try:
@@ -166,6 +195,8 @@ def run_sweep(
             code, error = -1, f'{type(e).__name__}: {e}'
         else:
             error = f'exit status {code}'
+        finally:
+            os.remove(lock)
         elapsed = time.perf_counter() - start
         if code == 0:
             os.makedirs(run_dir, exist_ok=True)
