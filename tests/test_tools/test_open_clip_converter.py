@@ -168,8 +168,9 @@ def ref_text(sd, ids):
     return x, pooled @ sd['text_projection']
 
 
-def build_vit(pre_norm=True, layer_scale=False, eps=EPS):
-    return VisionTransformer(
+def vit_cfg(pre_norm=True, layer_scale=False, eps=EPS):
+    """Keyword arguments of mmpretrain's ViT matching the open_clip tower."""
+    return dict(
         arch=dict(
             embed_dims=W,
             num_layers=LAYERS,
@@ -187,8 +188,13 @@ def build_vit(pre_norm=True, layer_scale=False, eps=EPS):
     )
 
 
-def build_text():
-    return TextTransformer(
+def build_vit(pre_norm=True, layer_scale=False, eps=EPS):
+    return VisionTransformer(**vit_cfg(pre_norm, layer_scale, eps))
+
+
+def text_cfg():
+    """Keyword arguments of ``TextTransformer`` matching the text tower."""
+    return dict(
         vocab_size=VOCAB,
         width=W,
         depth=LAYERS,
@@ -198,6 +204,10 @@ def build_text():
         pool='eos',
         proj_dims=E,
     )
+
+
+def build_text():
+    return TextTransformer(**text_cfg())
 
 
 def _part(out, prefix):
@@ -501,31 +511,8 @@ def test_loads_strictly_into_the_clip_model(tool, tmp_path):
     vit = build_vit()
     cfg = dict(
         type='CLIP',
-        image_encoder=dict(
-            type='mmpretrain.VisionTransformer',
-            arch=dict(
-                embed_dims=W,
-                num_layers=LAYERS,
-                num_heads=HEADS,
-                feedforward_channels=FFN,
-            ),
-            img_size=IMG,
-            patch_size=PATCH,
-            pre_norm=True,
-            out_type='cls_token',
-            final_norm=True,
-            with_cls_token=True,
-            norm_cfg=dict(type='LN', eps=EPS),
-        ),
-        text_encoder=dict(
-            type='TextTransformer',
-            vocab_size=VOCAB,
-            width=W,
-            depth=LAYERS,
-            num_heads=HEADS,
-            max_length=CTX,
-            proj_dims=E,
-        ),
+        image_encoder=dict(type='mmpretrain.VisionTransformer', **vit_cfg()),
+        text_encoder=dict(type='TextTransformer', **text_cfg()),
         tokenizer=dict(type='BPETokenizer', file=str(tmp_path / 'none')),
         embed_dims=E,
         image_dims=vit.embed_dims,
