@@ -25,6 +25,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmvfm  # noqa: E402,F401  (stack fixes, registries)
+from mmvfm.datasets import prepare_toy_data  # noqa: E402
 from mmvfm.utils import (  # noqa: E402
     check_data_paths,
     destroy_process_group,
@@ -120,8 +121,10 @@ def main(argv=None):
     if cfg.get('val_cfg') is not None:
         loaders.append('val_dataloader')
     try:
+        # a toy set whose folder is absent is generated on first use
+        prepare_toy_data(cfg, loaders)
         check_data_paths(cfg, loaders)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f'error: {e}') from None
     if 'runner_type' in cfg:
         runner = RUNNERS.build(cfg)

@@ -8,6 +8,7 @@ from .toy_coco import (
     generate_toy_coco,
     verify_toy_coco,
 )
+from .toy_coco.first_use import ensure_toy_coco, prepare_toy_data
 from .toy_coco_dataset import ToyCocoDataset
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     'TOY_COLORS',
     'TOY_PALETTE',
     'ToyCocoDataset',
+    'ensure_toy_coco',
     'generate_toy_coco',
+    'prepare_toy_data',
     'verify_toy_coco',
 ]

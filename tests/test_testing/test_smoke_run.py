@@ -99,12 +99,94 @@ def test_multi_task_loop_trains_each_task_once(smoke_root, tmp_path):
     cfg = load_config(MULTI_TASK)
     smoke = smoke_config(cfg, smoke_root, str(tmp_path), seed=3)
     n = smoke.train_cfg.max_iters
-    sampler = TaskSampler(dict(cfg.train_cfg.task_ratios), 'unmixed', 3)
+    # the draws are seeded so that each of the two tasks trains at once
+    assert n == 2
+    sampler = TaskSampler(
+        dict(cfg.train_cfg.task_ratios), 'unmixed', smoke.train_cfg.seed
+    )
     tasks = [sampler.task_at(i) for i in range(n)]
     assert set(tasks) == {'det', 'cls'}
-    assert len(set(tasks[:-1])) == 1  # not one iteration more
     for loader in smoke.train_dataloader.values():
         assert loader.dataset.data_root == smoke_root
+
+
+def test_multi_task_draw_seed_of_the_config_is_kept(smoke_root, tmp_path):
+    from mmvfm.engine.runner import TaskSampler
+
+    cfg = load_config(MULTI_TASK)
+    ratios = dict(cfg.train_cfg.task_ratios)
+    # a seed whose first two draws are one task: it takes more iterations
+    seed = next(
+        s
+        for s in range(100)
+        if len({TaskSampler(ratios, 'unmixed', s).task_at(i) for i in (0, 1)})
+        == 1
+    )
+    cfg.train_cfg.seed = seed
+    smoke = smoke_config(cfg, smoke_root, str(tmp_path))
+    assert smoke.train_cfg.seed == seed
+    n = smoke.train_cfg.max_iters
+    sampler = TaskSampler(ratios, 'unmixed', seed)
+    tasks = [sampler.task_at(i) for i in range(n)]
+    assert n > 2 and set(tasks) == {'det', 'cls'}
+    assert len(set(tasks[:-1])) == 1  # not one iteration more
+
+
+def test_captions_dataset_and_shared_evaluators(smoke_root, tmp_path):
+    """A COCO captions dataset (no classes) gets the toy captions at the
+    config's paths; evaluators that read a dataset's file -- one dict
+    shared by val and test included -- point at that dataset's file, even
+    when two datasets share a data root."""
+    cfg = load_config(MULTI_TASK)
+    cap = dict(
+        type='CocoImageCaptionsDataset',
+        data_root='data/coco/',
+        ann_file='annotations/captions_val2017.json',
+        data_prefix=dict(img='val2017/'),
+        pipeline=[],
+    )
+    inst = dict(cfg.val_dataloader.det.dataset)
+    inst.update(
+        type='CocoDataset',
+        data_root='data/coco/',
+        ann_file='annotations/instances_val2017.json',
+        data_prefix=dict(img='val2017/'),
+    )
+    cfg.val_dataloader = dict(
+        det=dict(cfg.val_dataloader.det, dataset=inst),
+        cls=dict(cfg.val_dataloader.cls, dataset=cap),
+    )
+    cfg.test_dataloader = cfg.val_dataloader
+    evaluator = dict(
+        det=dict(
+            type='CocoMetric',
+            ann_file='data/coco/annotations/instances_val2017.json',
+        ),
+        cls=dict(
+            type='CaptionMetric',
+            ann_file='data/coco/annotations/captions_val2017.json',
+        ),
+    )
+    cfg.val_evaluator = evaluator
+    cfg.test_evaluator = evaluator  # one dict, as `test_evaluator = val_...`
+    smoke = smoke_config(cfg, smoke_root, str(tmp_path))
+    dataset = smoke.test_dataloader.cls.dataset
+    root = osp.join(smoke_root, 'smoke_CocoImageCaptionsDataset')
+    assert dataset.data_root == root
+    assert dataset.ann_file == 'annotations/captions_val2017.json'
+    with open(osp.join(root, dataset.ann_file)) as f:
+        coco = json.load(f)
+    with open(osp.join(smoke_root, 'annotations/captions_val.json')) as f:
+        toy = json.load(f)
+    assert coco['annotations'] == toy['annotations']
+    for img in coco['images']:
+        assert osp.isfile(osp.join(root, 'val2017', img['file_name']))
+    assert smoke.test_evaluator.cls.ann_file == osp.join(
+        root, 'annotations/captions_val2017.json'
+    )
+    assert smoke.test_evaluator.det.ann_file == osp.join(
+        smoke_root, 'smoke_CocoDataset', 'annotations/instances_val2017.json'
+    )
 
 
 def test_scale_shrinks_every_spatial_size(smoke_root, tmp_path):

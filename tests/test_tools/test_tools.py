@@ -120,6 +120,8 @@ def test_missing_inputs_have_clear_messages(trained, tmp_path):
         train.main(['nope.py'])
     with pytest.raises(SystemExit, match='mmdet::nope/nope.py'):
         train.main(['mmdet::nope/nope.py'])
+    # a toy set whose folder exists but lacks its files is not generated
+    (tmp_path / 'broken').mkdir()
     with pytest.raises(SystemExit, match='generate_toy_coco.py'):
         train.main(
             [
@@ -127,13 +129,53 @@ def test_missing_inputs_have_clear_messages(trained, tmp_path):
                 '--work-dir',
                 str(tmp_path),
                 '--cfg-options',
-                f'train_dataloader.dataset.data_root={tmp_path}/none',
+                f'train_dataloader.dataset.data_root={tmp_path}/broken',
             ]
         )
+    # nor is a real (non-toy) dataset's absent folder
+    with pytest.raises(SystemExit, match=r'data_root.*coco_none" does not'):
+        train.main(
+            [
+                trained['cfg_path'],
+                '--work-dir',
+                str(tmp_path),
+                '--cfg-options',
+                'train_dataloader.dataset.type=CocoDataset',
+                f'train_dataloader.dataset.data_root={tmp_path}/coco_none',
+            ]
+        )
+    assert not osp.exists(tmp_path / 'coco_none')
     with pytest.raises(SystemExit, match='checkpoint "missing.pth" does'):
         load_tool('test.py').main([trained['cfg_path'], 'missing.pth'])
     with pytest.raises(SystemExit, match='does not exist'):
         train.main([trained['cfg_path'], '--resume', 'missing.pth'])
+
+
+def test_train_generates_an_absent_toy_set_first(trained, tmp_path):
+    """One command: the toy set's folder absent, tools/train.py writes it
+    (with the config's generator arguments) and trains on it."""
+    from mmvfm.datasets import verify_toy_coco
+
+    root = str(tmp_path / 'toy_first')
+    runner = load_tool('train.py').main(
+        [
+            trained['cfg_path'],
+            '--work-dir',
+            str(tmp_path / 'run'),
+            '--cfg-options',
+            f'train_dataloader.dataset.data_root={root}',
+            'train_dataloader.dataset.generator.num_train=6',
+            'train_dataloader.dataset.generator.num_val=2',
+            'train_dataloader.dataset.generator.img_size=48,56',
+            'train_dataloader.dataset.generator.num_captions=1',
+            'experiment_name=tools_first_use',
+            'visualizer.name=tools_first_use',
+        ]
+    )
+    assert runner.iter == 2
+    summary = verify_toy_coco(root)
+    assert summary['train']['images'] == 6
+    assert osp.isfile(osp.join(str(tmp_path / 'run'), 'iter_2.pth'))
 
 
 def test_print_config(trained, tmp_path, capsys):

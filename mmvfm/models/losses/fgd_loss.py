@@ -21,6 +21,34 @@ lambda_fgd * L_rela``:
   ``out = F + channel_add_conv(sum_hw softmax_hw(conv_mask(F)) * F)``, and
   ``L_rela = sum (out_s - out_t)^2 / N``.
 
+Sizing the weights. The paper's weights were tuned on COCO; each term
+scales differently with the dataset, so they do not carry over. Per image
+(the terms are divided by N), with ``d2`` the mean squared student-teacher
+difference (about the teacher's squared feature magnitude at the start,
+``mean |F_t|^2``, plus the student's), ``n`` boxes per image and ``s_fg``
+the teacher's mean spatial attention on foreground pixels (between 1 for a
+flat attention and ``H W / A_fg`` when it all sits on the ``A_fg`` box
+pixels: large for small objects and for features large against ``temp``):
+
+- ``L_fg ~ n * C * d2 * s_fg``: ``M_fg`` sums to about one per box
+  (``1 / area`` each), ``C_t`` averages 1 over channels;
+- ``L_bg ~ C * d2 * s_bg`` with ``s_bg <= 1``: ``M_bg`` sums to 1;
+- ``L_at <= 2 (C + H W)``: both attentions average 1, so the term does not
+  grow with the features but with the map (its spatial half dominates at
+  fine levels);
+- ``L_rela ~ C * H * W * d2``: every pixel and channel, unweighted.
+
+To keep each term's share of the detection loss when moving to another
+dataset or detector, scale ``alpha_fgd`` by ``1 / (n C d2 s_fg)``,
+``beta_fgd`` by ``1 / (C d2)``, ``gamma_fgd`` by ``1 / (C + H W)`` and
+``lambda_fgd`` by ``1 / (C H W d2)``, each as the ratio of the old
+setting's value to the new one's. In practice measure them:
+``tools/analysis_tools/fgd_loss_magnitudes.py CONFIG`` prints every raw
+term, these factors and each weighted term against the detection loss on
+a few training batches, and ``--target fg=R ...`` the weights that give
+each term the ratio R (configs/fgd/README.md: the toy set, where the
+paper's weights make the FGD loss ~30x the detection loss).
+
 Mask conventions (those of the reference code):
 
 - boxes are xyxy in input pixels, scaled to the map by ``W / size_w`` and

@@ -327,3 +327,62 @@ def test_fgd_visualize_draws_masks_and_attention(fgd_setup, tmp_path):
     out = str(tmp_path / 'fgd.png')
     tool.main([fgd_setup['cfg_path'], '--out', out])
     assert osp.getsize(out) > 5000
+
+
+def test_fgd_loss_magnitudes_raw_terms_and_suggested_weights(
+    fgd_setup, tmp_path
+):
+    """Raw terms times the config's weights are the distiller's own logged
+    terms on the same batch; suggested weights give each term the asked
+    ratio; the detection loss is the student's."""
+    tool = _tool('analysis_tools/fgd_loss_magnitudes.py')
+    cfg = Config.fromfile(fgd_setup['cfg_path'])
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    loader_cfg = dict(cfg.train_dataloader)
+    loader_cfg.update(num_workers=0, persistent_workers=False)
+    raw_batch = next(iter(Runner.build_dataloader(loader_cfg, seed=0)))
+    result = tool.measure(model, [raw_batch])
+    suggested = tool.suggest(result, dict(fg=0.1, rela=0.02))
+    data = model.data_preprocessor(raw_batch, True)
+    with torch.no_grad():
+        losses = model.loss(data['inputs'], data['data_samples'])
+    det = sum(
+        float(sum(v.mean() for v in value))
+        if isinstance(value, (list, tuple))
+        else float(value.mean())
+        for key, value in losses.items()
+        if 'loss' in key and 'fgd' not in key
+    )
+    assert result['det_loss'] == pytest.approx(det, rel=1e-5)
+    for i in LEVELS:
+        level = result['levels'][f'loss_fgd_fpn_{i}']
+        for term in ('fg', 'bg', 'at', 'rela'):
+            logged = float(losses[f'fgd_fpn_{i}.{term}'])
+            assert level['raw'][term] * level['weights'][term] == (
+                pytest.approx(logged, rel=1e-4, abs=1e-12)
+            )
+        level_weights = suggested[f'loss_fgd_fpn_{i}']
+        assert level_weights['alpha_fgd'] * level['raw']['fg'] == (
+            pytest.approx(0.1 * det, rel=1e-4)
+        )
+        assert level_weights['lambda_fgd'] * level['raw']['rela'] == (
+            pytest.approx(0.02 * det, rel=1e-4)
+        )
+        # no target: the config's weight
+        assert level_weights['beta_fgd'] == level['weights']['bg']
+        assert level['channels'] > 0 and 0 < level['fg_share'] <= 1
+        assert level['boxes_per_image'] >= 1
+    # the finest level has background too (the coarsest may be all box)
+    assert result['levels']['loss_fgd_fpn_0']['fg_share'] < 1
+    # the command line: a table, the JSON, a bad target refused
+    out = str(tmp_path / 'mag.json')
+    printed = tool.main(
+        [fgd_setup['cfg_path'], '--batches', '1', '--target', 'fg=0.1']
+        + ['--json', out]
+    )
+    assert json.load(open(out))['det_loss'] == printed['det_loss']
+    assert set(printed['suggested']) == set(result['levels'])
+    with pytest.raises(SystemExit):
+        tool.main([fgd_setup['cfg_path'], '--target', 'xx=1'])

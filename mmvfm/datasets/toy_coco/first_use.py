@@ -1,0 +1,203 @@
+# Copyright (c) mmvfm contributors. All rights reserved.
+"""Generate the toy set on first use: the README's first run is one
+command (``python tools/train.py <toy config>``).
+
+Only a *missing folder* is generated, and only for :class:`ToyCocoDataset`
+configs (whose ``generator`` dict holds :func:`generate_toy_coco`'s
+arguments; empty: its defaults): a folder that exists but lacks a file
+still gets the clear error that says how to regenerate it, and any other
+dataset (COCO itself, a captions or classification file) is never
+written. One process generates (rank 0), into a temporary folder renamed
+into place when complete, so a crash never leaves a half-written set; the
+others wait (a barrier when the process group is up, else -- ranks
+launched by ``torchrun`` before the runner starts the group -- until the
+folder appears).
+"""
+
+import inspect
+import os
+import os.path as osp
+import shutil
+import time
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+from mmengine.logging import print_log
+
+from .common import _REGEN_HINT
+from .writing import generate_toy_coco
+
+__all__ = ['ensure_toy_coco', 'prepare_toy_data', 'toy_generator_args']
+
+# how long the other ranks wait for rank 0's set (the default set: ~40 s)
+WAIT_S = 30 * 60
+# generate_toy_coco's arguments a config may set (not where or how)
+_ARGS = tuple(
+    p
+    for p in inspect.signature(generate_toy_coco).parameters
+    if p not in ('out_dir', 'overwrite', 'progress')
+)
+
+
+def toy_generator_args(generator: Optional[dict], field: str) -> dict:
+    """``generator`` checked against :func:`generate_toy_coco`'s arguments.
+
+    Raises:
+        ValueError: naming ``field`` and the unknown key.
+    """
+    args = dict(generator or {})
+    for key in args:
+        if key not in _ARGS:
+            raise ValueError(
+                f'{field}: unknown toy generator argument {key!r} '
+                f'(generate_toy_coco takes {", ".join(_ARGS)})'
+            )
+    return args
+
+
+def _command(data_root: str, args: dict) -> str:
+    """The command line that makes the same set."""
+    parts = [_REGEN_HINT, data_root.rstrip('/')]
+    for key, value in args.items():
+        flag = '--' + key.replace('_', '-')
+        if isinstance(value, (list, tuple)):
+            value = ' '.join(str(v) for v in value)
+        parts.append(f'{flag} {value}')
+    return ' '.join(parts)
+
+
+def _rank_world() -> Tuple[int, int, bool]:
+    """(rank, world size, process group up): from the group when it is
+    initialised, else from torchrun's environment."""
+    from mmengine.dist import get_dist_info, is_distributed
+
+    if is_distributed():
+        rank, world = get_dist_info()
+        return rank, world, True
+    return (
+        int(os.environ.get('RANK', 0)),
+        int(os.environ.get('WORLD_SIZE', 1)),
+        False,
+    )
+
+
+def ensure_toy_coco(
+    data_root: str, generator: Optional[dict] = None, wait_s: float = WAIT_S
+) -> bool:
+    """Generate the toy set at ``data_root`` if that folder is absent.
+
+    Args:
+        data_root: the toy set's folder.
+        generator: :func:`generate_toy_coco` arguments (default: its own).
+        wait_s: how long a rank other than 0 waits for the set without a
+            process group.
+
+    Returns:
+        bool: whether the folder was absent (and is now generated).
+    """
+    if osp.isdir(data_root):
+        return False
+    args = toy_generator_args(generator, 'generator')
+    rank, world, grouped = _rank_world()
+    if rank == 0:
+        print_log(
+            f'toy set: {data_root} does not exist; generating it there on '
+            f'first use, as `{_command(data_root, args)}` would',
+            logger='current',
+        )
+        start = time.perf_counter()
+        tmp = data_root.rstrip('/') + f'.partial-{os.getpid()}'
+        if osp.isdir(tmp):
+            shutil.rmtree(tmp)
+        generate_toy_coco(tmp, overwrite=True, **args)
+        os.replace(tmp, data_root.rstrip('/'))
+        print_log(
+            f'toy set: {data_root} written in '
+            f'{time.perf_counter() - start:.0f} s',
+            logger='current',
+        )
+    if grouped:
+        from mmengine.dist import barrier
+
+        barrier()
+    elif world > 1 and rank != 0:
+        deadline = time.monotonic() + wait_s
+        while not osp.isdir(data_root):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f'rank {rank}: waited {wait_s:.0f} s for rank 0 to '
+                    f'generate the toy set at {data_root}'
+                )
+            time.sleep(1.0)
+    return True
+
+
+def _toy_datasets(cfg, fields: Sequence[str]) -> Iterator[Tuple[str, dict]]:
+    """``(field, dataset config)`` of every ``ToyCocoDataset`` in the
+    config's dataloaders ``fields`` (one per task of a multi-task config,
+    wrapped ones included)."""
+    for loader_field in fields:
+        loaders = cfg.get(loader_field)
+        if not isinstance(loaders, dict):
+            continue
+        named = (
+            [(loader_field, loaders)]
+            if 'dataset' in loaders
+            else [
+                (f'{loader_field}.{task}', loader)
+                for task, loader in loaders.items()
+                if isinstance(loader, dict)
+            ]
+        )
+        for field, loader in named:
+            stack = [(f'{field}.dataset', loader.get('dataset'))]
+            while stack:
+                name, ds = stack.pop()
+                if not isinstance(ds, dict):
+                    continue
+                if str(ds.get('type', '')).split('.')[-1] == 'ToyCocoDataset':
+                    yield name, ds
+                if isinstance(ds.get('dataset'), dict):
+                    stack.append((f'{name}.dataset', ds['dataset']))
+                for i, sub in enumerate(ds.get('datasets') or []):
+                    stack.append((f'{name}.datasets[{i}]', sub))
+
+
+def prepare_toy_data(
+    cfg,
+    loaders: Sequence[str] = (
+        'train_dataloader',
+        'val_dataloader',
+        'test_dataloader',
+    ),
+) -> List[str]:
+    """Generate, once each, the absent toy-set folders of the
+    ``ToyCocoDataset``s of a config's dataloaders ``loaders``
+    (:func:`ensure_toy_coco`), before its paths are checked.
+
+    Returns:
+        list[str]: the folders generated.
+
+    Raises:
+        ValueError: two datasets of one folder with different
+            ``generator`` arguments, or an unknown argument (naming the
+            field).
+    """
+    roots: Dict[str, Tuple[str, dict]] = {}
+    for field, ds in _toy_datasets(cfg, loaders):
+        root = ds.get('data_root')
+        if not root or '://' in str(root):
+            continue
+        args = toy_generator_args(ds.get('generator'), f'{field}.generator')
+        key = osp.normpath(root)
+        if key in roots and roots[key][1] != args:
+            raise ValueError(
+                f'{field}.generator {args} differs from '
+                f'{roots[key][0]}.generator {roots[key][1]} for the same '
+                f'toy set {root}'
+            )
+        roots.setdefault(key, (field, args))
+    return [
+        root
+        for root, (_, args) in roots.items()
+        if ensure_toy_coco(root, args)
+    ]

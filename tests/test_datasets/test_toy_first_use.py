@@ -1,0 +1,135 @@
+# Copyright (c) mmvfm contributors. All rights reserved.
+"""The toy set generated on first use: only an absent folder, only for
+ToyCocoDataset, with the config's generator arguments, one writer."""
+
+import os
+import os.path as osp
+import threading
+
+import pytest
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+
+from mmvfm.datasets import (
+    ToyCocoDataset,
+    ensure_toy_coco,
+    prepare_toy_data,
+    verify_toy_coco,
+)
+
+TINY = dict(num_train=4, num_val=2, img_size=(48, 56), num_captions=1)
+
+
+def _messages(capsys) -> str:
+    out = capsys.readouterr()
+    return out.out + out.err
+
+
+def test_absent_folder_generated_once_with_a_log_line(tmp_path, capsys):
+    MMLogger.get_instance('test_toy_first_use')
+    root = str(tmp_path / 'toy')
+    assert ensure_toy_coco(root, dict(TINY, seed=3))
+    log = _messages(capsys)
+    assert f'{root} does not exist; generating it there on first use' in log
+    assert 'generate_toy_coco.py' in log and '--num-train 4' in log
+    assert '--seed 3' in log
+    assert verify_toy_coco(root)['train']['images'] == 4
+    # no temporary folder left beside it
+    assert os.listdir(tmp_path) == ['toy']
+    mtime = os.stat(osp.join(root, 'annotations/instances_val.json')).st_mtime
+    assert not ensure_toy_coco(root, TINY)
+    stat = os.stat(osp.join(root, 'annotations/instances_val.json'))
+    assert stat.st_mtime == mtime
+
+
+def test_dataset_generates_its_absent_folder(tmp_path):
+    root = str(tmp_path / 'toy')
+    ds = ToyCocoDataset(
+        data_root=root,
+        ann_file='annotations/instances_val.json',
+        data_prefix=dict(img=''),
+        test_mode=True,
+        pipeline=[],
+        generator=TINY,
+    )
+    assert len(ds) == 2
+    assert osp.isfile(ds[0]['img_path'])
+
+
+def test_existing_broken_folder_keeps_the_error(tmp_path):
+    (tmp_path / 'annotations').mkdir()
+    with pytest.raises(FileNotFoundError, match='generate_toy_coco.py'):
+        ToyCocoDataset(
+            data_root=str(tmp_path),
+            ann_file='annotations/instances_train.json',
+            pipeline=[],
+        )
+    assert os.listdir(tmp_path / 'annotations') == []
+
+
+def test_unknown_generator_argument_names_the_field(tmp_path):
+    with pytest.raises(ValueError, match="ToyCocoDataset.generator.*'count'"):
+        ToyCocoDataset(
+            data_root=str(tmp_path / 'toy'),
+            ann_file='annotations/instances_train.json',
+            pipeline=[],
+            generator=dict(count=3),
+        )
+    assert not osp.exists(tmp_path / 'toy')
+
+
+def _cfg(root, other_root, generator=TINY, val_generator=TINY):
+    toy = dict(
+        type='ToyCocoDataset',
+        data_root=root,
+        ann_file='annotations/instances_train.json',
+        generator=generator,
+    )
+    return Config(
+        dict(
+            train_dataloader=dict(
+                det=dict(dataset=dict(type='RepeatDataset', dataset=toy)),
+                cls=dict(
+                    dataset=dict(
+                        type='CocoDataset',
+                        data_root=other_root,
+                        ann_file='annotations/x.json',
+                    )
+                ),
+            ),
+            val_dataloader=dict(
+                dataset=dict(toy, generator=val_generator, test_mode=True)
+            ),
+        )
+    )
+
+
+def test_prepare_generates_toy_roots_only(tmp_path):
+    root, coco = str(tmp_path / 'toy'), str(tmp_path / 'coco')
+    assert prepare_toy_data(_cfg(root, coco)) == [root]
+    assert osp.isdir(root) and not osp.exists(coco)
+    assert prepare_toy_data(_cfg(root, coco)) == []
+
+
+def test_prepare_refuses_two_generators_for_one_root(tmp_path):
+    cfg = _cfg(str(tmp_path / 'toy'), 'x', val_generator=dict(TINY, seed=1))
+    with pytest.raises(
+        ValueError, match=r'val_dataloader.dataset.generator .*differs'
+    ):
+        prepare_toy_data(cfg)
+    assert not osp.exists(tmp_path / 'toy')
+
+
+def test_other_ranks_wait_for_rank_0(tmp_path, monkeypatch):
+    """Without a process group (torchrun's ranks before the runner starts
+    it), a rank other than 0 writes nothing and waits for the folder."""
+    monkeypatch.setenv('RANK', '1')
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    root = str(tmp_path / 'toy')
+    timer = threading.Timer(0.5, os.makedirs, args=(root,))
+    timer.start()
+    assert ensure_toy_coco(root, TINY, wait_s=60)
+    timer.join()
+    assert os.listdir(root) == []  # rank 1 wrote nothing
+    with pytest.raises(TimeoutError, match='rank 1: waited 1 s'):
+        ensure_toy_coco(str(tmp_path / 'never'), TINY, wait_s=1)
