@@ -1,4 +1,5 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
 from .multi_task_visualization_hook import MultiTaskVisualizationHook
+from .task_aware_optimizer_hook import TaskAwareOptimizerHook
 
-__all__ = ['MultiTaskVisualizationHook']
+__all__ = ['MultiTaskVisualizationHook', 'TaskAwareOptimizerHook']
