@@ -9,5 +9,6 @@ from . import (  # noqa: F401
     necks,
     peft,
     sia,
+    uniperceiver,
     utils,
 )

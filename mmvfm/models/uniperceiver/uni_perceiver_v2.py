@@ -1,0 +1,546 @@
+# Copyright (c) mmvfm contributors. All rights reserved.
+"""Uni-Perceiver v2 (Li et al., CVPR 2023), part 1: image classification,
+image captioning and image-text retrieval as one maximum-likelihood
+problem over candidate sets, through one task-agnostic decoder.
+
+The authors never released code; every choice the paper leaves open is
+ours, stated here and in configs/uniperceiver_v2/README.md.
+
+Encoders ``f``:
+
+- image: any backbone's last map (N, C, h, w) -> h*w tokens projected to
+  the decoder's dims (positions: the backbone's own), plus
+  ``num_global`` *global tokens*: learned queries, each an attention
+  pooling (multi-head attention, one query) over those tokens. The
+  decoder's image input is ``[global tokens, map tokens]``. (Part 2 adds
+  the region proposals.)
+- text: a :class:`TextTransformer` (its token features, projected);
+  ``<bos> text <eos>`` from the :class:`BPETokenizer`.
+
+Decoder ``g`` (:class:`TaskAgnosticDecoder`): ``<SPE>`` prepended, its
+output the representation; normalised, compared by cosine / τ
+(:class:`UnifiedMLELoss`).
+
+Tasks (``tasks=dict(name=dict(type=...))``) and their candidates:
+
+- ``'classification'``: ``g(f(image))`` vs the class names,
+  ``g(f(template.format(name)))`` (``template='{}'``), encoded every step
+  (the text side is trained jointly);
+- ``'retrieval'``: ``g(f(image))`` vs ``g(f(caption))`` of the other pairs
+  in the batch, both ways, averaged; with ``gather=True`` (default) the
+  candidates are the whole global batch, gathered across ranks *with*
+  gradient (:func:`all_gather_with_grad`); one caption drawn per image;
+- ``'captioning'``: one sequence ``[<SPE>, image tokens, caption prefix]``
+  through ``g``; the output at caption position ``t`` vs the *vocabulary*,
+  each word's candidate ``g(f(word))`` (the text ``<bos> word`` through
+  the text encoder and ``g``; the special tokens but ``<eos>`` are not
+  candidates), the target the next token. Attention: image tokens
+  (and ``<SPE>``) see only the image, caption tokens the image and the
+  earlier caption tokens; the text encoder must therefore be causal
+  (checked at build). Generation: greedy or beam search of the decoding
+  API, scores ``log_softmax(cos / τ)`` over the same candidates.
+
+The loss of an iteration of task ``k`` is ``w_k * NLL_k`` (``loss_weight``,
+default 1): the sampling ratio is not a factor (the multi-task loop draws
+the task with it).
+"""
+
+import copy
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmdet.registry import MODELS, TASK_UTILS
+from mmengine.dist import get_dist_info
+from mmengine.model import BaseModel
+from mmengine.structures import BaseDataElement
+from torch import Tensor
+
+from ..language.bpe_tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS
+from ..language.decoding import beam_search, greedy_search
+from ..utils import all_gather_with_grad
+from .task_agnostic_decoder import IMAGE_TYPE, TEXT_TYPE
+
+TASK_TYPES = ('classification', 'retrieval', 'captioning')
+DECODE_MODES = ('greedy', 'beam')
+
+
+class GlobalTokens(nn.Module):
+    """``num`` attention-pooling heads over the image tokens.
+
+    Args:
+        dims (int): token dims.
+        num (int): global tokens (learned queries).
+        num_heads (int): heads of each pooling attention.
+    """
+
+    def __init__(self, dims: int, num: int, num_heads: int) -> None:
+        super().__init__()
+        self.queries = nn.Parameter(torch.zeros(num, dims))
+        self.attn = nn.MultiheadAttention(dims, num_heads, batch_first=True)
+        self.norm = nn.LayerNorm(dims)
+        nn.init.normal_(self.queries, std=0.02)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """(N, S, dims) -> (N, num, dims)."""
+        q = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1)
+        out, _ = self.attn(q, tokens, tokens, need_weights=False)
+        return self.norm(out)
+
+
+def _check_task(name: str, cfg: dict) -> dict:
+    cfg = dict(cfg)
+    kind = cfg.get('type')
+    if kind not in TASK_TYPES:
+        raise ValueError(
+            f'tasks.{name}.type must be one of {TASK_TYPES}, got {kind!r}'
+        )
+    cfg.setdefault('loss_weight', 1.0)
+    if kind == 'classification':
+        classes = cfg.get('classes')
+        if not classes:
+            raise ValueError(
+                f'tasks.{name}.classes: an empty class list (the '
+                'classification candidates)'
+            )
+        bad = [c for c in classes if not isinstance(c, str) or not c.strip()]
+        if bad:
+            raise ValueError(f'tasks.{name}.classes: empty names {bad}')
+        dup = sorted({c for c in classes if list(classes).count(c) > 1})
+        if dup:
+            raise ValueError(f'tasks.{name}.classes: repeated names {dup}')
+        template = cfg.setdefault('template', '{}')
+        if '{}' not in template:
+            raise ValueError(
+                f'tasks.{name}.template {template!r} has no {{}} for the '
+                'class name'
+            )
+        cfg['classes'] = list(classes)
+    elif kind == 'retrieval':
+        cfg.setdefault('gather', True)
+    else:
+        decode = dict(
+            mode='greedy', max_length=20, beam_size=3, length_penalty=0.6
+        )
+        decode.update(cfg.get('decode_cfg') or {})
+        if decode['mode'] not in DECODE_MODES:
+            raise ValueError(
+                f'tasks.{name}.decode_cfg.mode must be one of '
+                f'{DECODE_MODES}, got {decode["mode"]!r}'
+            )
+        cfg['decode_cfg'] = decode
+    return cfg
+
+
+@MODELS.register_module()
+class UniPerceiverV2(BaseModel):
+    """Args:
+    backbone (dict): the image backbone (its last output a map
+        (N, C, h, w) or tokens (N, S, C)).
+    text_encoder (dict): a :class:`TextTransformer` config.
+    tokenizer (dict): a :class:`BPETokenizer` config (read at first use).
+    decoder (dict): a :class:`TaskAgnosticDecoder` config.
+    tasks (dict): task name -> ``dict(type=..., loss_weight=1.0, ...)``
+        (module doc): ``classes`` / ``template`` (classification),
+        ``gather`` (retrieval), ``decode_cfg`` (captioning:
+        ``mode='greedy'|'beam'``, ``max_length``, ``beam_size``,
+        ``length_penalty``).
+    image_channels (int): the backbone's channels C.
+    num_global (int): global image tokens.
+    global_heads (int): heads of each global token's pooling.
+    loss (dict): the :class:`UnifiedMLELoss` config.
+    data_preprocessor (dict, optional): usually
+        ``MultiTaskDataPreprocessor``.
+    init_cfg (dict, optional): initialisation config.
+    """
+
+    def __init__(
+        self,
+        backbone: dict,
+        text_encoder: dict,
+        tokenizer: dict,
+        decoder: dict,
+        tasks: Dict[str, dict],
+        image_channels: int,
+        num_global: int = 4,
+        global_heads: int = 4,
+        loss: Optional[dict] = None,
+        data_preprocessor: Optional[dict] = None,
+        init_cfg=None,
+    ) -> None:
+        super().__init__(
+            data_preprocessor=data_preprocessor, init_cfg=init_cfg
+        )
+        if not tasks:
+            raise ValueError('tasks: at least one task is needed')
+        self.task_cfgs = {n: _check_task(n, c) for n, c in tasks.items()}
+        self.task_index = {n: i for i, n in enumerate(self.task_cfgs)}
+        decoder = dict(decoder)
+        if decoder.get('moe') is not None:
+            decoder['moe'] = dict(decoder['moe'], num_tasks=len(tasks))
+        self.backbone = MODELS.build(backbone)
+        self.text_encoder = MODELS.build(text_encoder)
+        self.decoder = MODELS.build(decoder)
+        dims = self.decoder.dims
+        self.image_proj = nn.Sequential(
+            nn.Linear(image_channels, dims), nn.LayerNorm(dims)
+        )
+        width = self.text_encoder.token_embed.embedding_dim
+        self.text_proj = nn.Sequential(
+            nn.Linear(width, dims), nn.LayerNorm(dims)
+        )
+        self.global_tokens = (
+            GlobalTokens(dims, num_global, global_heads)
+            if num_global
+            else None
+        )
+        self.loss_module = MODELS.build(
+            dict(type='UnifiedMLELoss', **(loss or {}))
+        )
+        self.tokenizer_cfg = copy.deepcopy(tokenizer)
+        self._tokenizer = None
+        captioning = [
+            n for n, c in self.task_cfgs.items() if c['type'] == 'captioning'
+        ]
+        if captioning and not self.text_encoder.causal:
+            raise ValueError(
+                f'tasks {captioning}: captioning needs a causal text '
+                'encoder (text_encoder.causal=True): a bidirectional one '
+                'shows each caption token the tokens it must predict'
+            )
+
+    # ---------------------------------------------------------------- bits
+    @property
+    def tasks(self) -> List[str]:
+        return list(self.task_cfgs)
+
+    def task_uses_collective(self, task: str) -> bool:
+        cfg = self.task_cfgs[task]
+        return cfg['type'] == 'retrieval' and bool(cfg['gather'])
+
+    @property
+    def tokenizer(self):
+        """The ``BPETokenizer``, read from its file at first use."""
+        if self._tokenizer is None:
+            self._tokenizer = TASK_UTILS.build(self.tokenizer_cfg)
+            if self._tokenizer.vocab_size != self.text_encoder.vocab_size:
+                raise ValueError(
+                    f'tokenizer vocab_size {self._tokenizer.vocab_size} != '
+                    f'text_encoder.vocab_size {self.text_encoder.vocab_size}'
+                )
+        return self._tokenizer
+
+    def image_tokens(self, inputs: Tensor) -> Tensor:
+        """``f(image)``: (N, 3, H, W) -> (N, num_global + h*w, dims)."""
+        out = self.backbone(inputs)
+        if isinstance(out, (list, tuple)):
+            out = out[-1]
+        if out.dim() == 4:
+            out = out.flatten(2).transpose(1, 2)  # [N, h*w, C]
+        tokens = self.image_proj(out)
+        if self.global_tokens is not None:
+            tokens = torch.cat([self.global_tokens(tokens), tokens], dim=1)
+        return tokens
+
+    def text_tokens(self, ids: Tensor) -> Tensor:
+        """``f(text)``: ids (N, L) -> (N, L, dims)."""
+        return self.text_proj(self.text_encoder(ids)[0])
+
+    def encode_texts(self, texts: Sequence[str]) -> Tuple[Tensor, Tensor]:
+        """Token ids (N, L) and padding (N, L) of ``texts``."""
+        ids, valid = self.tokenizer.encode(texts)
+        device = self.loss_module.logit_scale.device
+        return ids.to(device), ~valid.to(device)
+
+    def represent_images(self, inputs: Tensor, task: str) -> Tensor:
+        """``g(f(image))`` normalised: (N, dims)."""
+        tokens = self.image_tokens(inputs)
+        modality = tokens.new_full(tokens.shape[1:2], IMAGE_TYPE).long()
+        return self.decoder.represent(tokens, modality, self.task_index[task])
+
+    def represent_texts(self, texts: Sequence[str], task: str) -> Tensor:
+        """``g(f(text))`` normalised: (N, dims)."""
+        ids, pad = self.encode_texts(texts)
+        tokens = self.text_tokens(ids)
+        modality = torch.full(
+            tokens.shape[1:2], TEXT_TYPE, device=tokens.device
+        )
+        return self.decoder.represent(
+            tokens, modality, self.task_index[task], key_padding_mask=pad
+        )
+
+    def class_candidates(self, task: str) -> Tensor:
+        """The class-name candidates (K, dims) of a classification task;
+        a name that does not fit the tokenizer's ``max_length`` is an
+        error naming it (it would be truncated into another name)."""
+        cfg = self.task_cfgs[task]
+        texts = [cfg['template'].format(c) for c in cfg['classes']]
+        limit = self.tokenizer.max_length
+        for name, text in zip(cfg['classes'], texts):
+            n = len(self.tokenizer.tokenize(text)) + 2
+            if n > limit:
+                raise ValueError(
+                    f'tasks.{task}: class {name!r} ({text!r}) is {n} tokens '
+                    f'with <bos>/<eos>, the tokenizer keeps {limit}: it '
+                    'cannot be encoded whole'
+                )
+        return self.represent_texts(texts, task)
+
+    def word_ids(self) -> Tensor:
+        """The vocabulary ids that are caption candidates (V',): every id
+        but the special tokens other than ``<eos>`` (``<pad>``, ``<bos>``,
+        ``<mask>``, ``<unk>``, ``<spe>``), in training and generation."""
+        V = self.text_encoder.vocab_size
+        banned = {i for i in range(len(SPECIAL_TOKENS)) if i != EOS}
+        return torch.tensor(
+            [i for i in range(V) if i not in banned],
+            device=self.loss_module.logit_scale.device,
+        )
+
+    def vocab_candidates(self, task: str) -> Tensor:
+        """Each candidate word's ``g(f(word))`` (V', dims), in the order of
+        :meth:`word_ids`: the word as the text ``<bos> word`` through the
+        text encoder and the decoder."""
+        words = self.word_ids()
+        ids = torch.stack([torch.full_like(words, BOS), words], dim=1)
+        tokens = self.text_tokens(ids)
+        modality = torch.full((2,), TEXT_TYPE, device=ids.device)
+        return self.decoder.represent(tokens, modality, self.task_index[task])
+
+    def caption_outputs(
+        self, image_tokens: Tensor, prefix: Tensor, task: str
+    ) -> Tensor:
+        """The decoder's outputs at the caption positions (N, T, dims)
+        for image tokens (N, S, dims) and caption prefixes (N, T) (module
+        doc: attention)."""
+        N, S, _ = image_tokens.shape
+        T = prefix.shape[1]
+        text = self.text_tokens(prefix)
+        tokens = torch.cat([image_tokens, text], dim=1)
+        modality = torch.cat(
+            [
+                torch.full((S,), IMAGE_TYPE, device=tokens.device),
+                torch.full((T,), TEXT_TYPE, device=tokens.device),
+            ]
+        )
+        L = 1 + S + T  # with <SPE>
+        mask = torch.zeros(L, L, dtype=torch.bool, device=tokens.device)
+        mask[: 1 + S, 1 + S :] = True  # <SPE> and image: not the caption
+        mask[1 + S :, 1 + S :] = torch.ones(
+            T, T, dtype=torch.bool, device=tokens.device
+        ).triu(1)  # caption: itself and earlier tokens
+        pad = torch.cat(
+            [prefix.new_zeros(N, S, dtype=torch.bool), prefix == PAD], dim=1
+        )
+        out = self.decoder(
+            tokens,
+            modality,
+            self.task_index[task],
+            attn_mask=mask,
+            key_padding_mask=pad,
+        )
+        return out[:, 1 + S :]
+
+    # -------------------------------------------------------------- losses
+    @staticmethod
+    def _captions(sample, index: int) -> List[str]:
+        caps = sample.get('gt_caption', None)
+        if isinstance(caps, str):
+            caps = [caps]
+        if not caps or not all(isinstance(c, str) for c in caps):
+            raise ValueError(
+                f'UniPerceiverV2: data sample {index} has no `gt_caption` '
+                '(a string or a non-empty list of strings; pack it with '
+                "PackInputs(algorithm_keys=['gt_caption']))"
+            )
+        return list(caps)
+
+    def _one_caption_each(self, data_samples) -> List[str]:
+        texts = []
+        for i, sample in enumerate(data_samples):
+            caps = self._captions(sample, i)
+            texts.append(caps[int(torch.randint(len(caps), ()))])
+        return texts
+
+    def _labels(self, data_samples, task: str) -> Tensor:
+        labels = []
+        num = len(self.task_cfgs[task]['classes'])
+        for i, sample in enumerate(data_samples):
+            label = sample.get('gt_label', None)
+            if label is None:
+                raise ValueError(
+                    f'UniPerceiverV2: task {task!r} sample {i} has no gt_label'
+                )
+            label = int(torch.as_tensor(label).reshape(-1)[0])
+            if not 0 <= label < num:
+                raise ValueError(
+                    f'UniPerceiverV2: task {task!r} sample {i} has label '
+                    f'{label}, the task {num} classes'
+                )
+            labels.append(label)
+        return torch.tensor(labels, device=self.loss_module.scale.device)
+
+    def loss_classification(self, inputs, data_samples, task) -> Tensor:
+        images = self.represent_images(inputs, task)
+        classes = self.class_candidates(task)
+        return self.loss_module(
+            images, classes, self._labels(data_samples, task)
+        )
+
+    def loss_retrieval(self, inputs, data_samples, task) -> Tensor:
+        images = self.represent_images(inputs, task)
+        texts = self.represent_texts(
+            self._one_caption_each(data_samples), task
+        )
+        N = images.shape[0]
+        rank, world = get_dist_info()
+        gather = self.task_cfgs[task]['gather'] and world > 1
+        all_images = all_gather_with_grad(images) if gather else images
+        all_texts = all_gather_with_grad(texts) if gather else texts
+        if all_texts.shape[0] < 2:
+            raise ValueError(
+                f'task {task!r}: a global retrieval batch of '
+                f'{all_texts.shape[0]} pair: with no other candidate the '
+                'loss is 0 (use batches of 2 or more)'
+            )
+        targets = torch.arange(N, device=images.device)
+        if gather:
+            targets = targets + rank * N
+        i2t = self.loss_module(images, all_texts, targets)
+        t2i = self.loss_module(texts, all_images, targets)
+        return (i2t + t2i) / 2
+
+    def loss_captioning(self, inputs, data_samples, task) -> Tensor:
+        ids, pad = self.encode_texts(self._one_caption_each(data_samples))
+        outputs = self.caption_outputs(
+            self.image_tokens(inputs), ids[:, :-1], task
+        )
+        # vocabulary ids -> candidate indices (padding: weight 0)
+        words = self.word_ids()
+        index = torch.zeros(
+            self.text_encoder.vocab_size, dtype=torch.long, device=ids.device
+        )
+        index[words] = torch.arange(len(words), device=ids.device)
+        targets = index[ids[:, 1:]]
+        weight = (~pad[:, 1:]).to(outputs.dtype)
+        vocab = self.vocab_candidates(task)
+        return self.loss_module(
+            outputs.flatten(0, 1),
+            vocab,
+            targets.flatten(),
+            weight.flatten(),
+        )
+
+    def loss(self, inputs: Tensor, data_samples: list, task: str) -> dict:
+        """``{'<task>.loss': w_k * NLL_k, 'logit_scale': 1 / τ}``."""
+        if data_samples is None or len(data_samples) != len(inputs):
+            raise ValueError(
+                'UniPerceiverV2: loss needs one data sample per image'
+            )
+        cfg = self.task_cfgs[task]
+        nll = getattr(self, f'loss_{cfg["type"]}')(inputs, data_samples, task)
+        return {
+            f'{task}.loss': cfg['loss_weight'] * nll,
+            'logit_scale': self.loss_module.scale.detach(),
+        }
+
+    # ---------------------------------------------------------- prediction
+    def generate(self, inputs: Tensor, task: str) -> Tensor:
+        """Generated ids (N, T) (no ``<bos>``; ``<pad>`` after ``<eos>``)."""
+        cfg = self.task_cfgs[task]['decode_cfg']
+        image = self.image_tokens(inputs)
+        vocab = self.vocab_candidates(task)
+        words = self.word_ids()
+        V = self.text_encoder.vocab_size
+        beams = cfg['beam_size'] if cfg['mode'] == 'beam' else 1
+        expanded = image.repeat_interleave(beams, dim=0)
+
+        def step(prefix: Tensor, cache):
+            img = expanded if prefix.shape[0] == expanded.shape[0] else image
+            out = self.caption_outputs(img, prefix, task)[:, -1]
+            log_probs = out.new_full((out.shape[0], V), float('-inf'))
+            log_probs[:, words] = self.loss_module.logits(
+                out, vocab
+            ).log_softmax(-1)
+            return log_probs, None
+
+        common = dict(
+            batch_size=inputs.shape[0],
+            bos=BOS,
+            eos=EOS,
+            max_length=cfg['max_length'],
+            use_cache=False,
+            device=inputs.device,
+        )
+        if cfg['mode'] == 'beam':
+            ids, _ = beam_search(
+                step,
+                beam_size=beams,
+                length_penalty=cfg['length_penalty'],
+                **common,
+            )
+        else:
+            ids, _ = greedy_search(step, **common)
+        return ids
+
+    def predict(
+        self, inputs: Tensor, data_samples: Optional[list], task: str
+    ) -> list:
+        """Per task type, in each data sample: ``pred_score`` /
+        ``pred_label`` (classification, for mmpretrain's ``Accuracy``),
+        ``img_embed`` / ``text_embeds`` of all its captions (retrieval,
+        for ``RetrievalMetric``), ``pred_caption`` (captioning, for
+        ``CaptionMetric``)."""
+        if data_samples is None:
+            data_samples = [BaseDataElement() for _ in range(len(inputs))]
+        kind = self.task_cfgs[task]['type']
+        if kind == 'classification':
+            logits = self.loss_module.logits(
+                self.represent_images(inputs, task),
+                self.class_candidates(task),
+            )
+            scores = logits.softmax(-1)
+            for i, sample in enumerate(data_samples):
+                if hasattr(sample, 'set_pred_score'):
+                    sample.set_pred_score(scores[i])
+                    sample.set_pred_label(scores[i].argmax())
+                else:
+                    sample.set_field(scores[i], 'pred_score')
+                    sample.set_field(scores[i].argmax(), 'pred_label')
+        elif kind == 'retrieval':
+            images = self.represent_images(inputs, task)
+            caps = [self._captions(s, i) for i, s in enumerate(data_samples)]
+            flat = [c for cs in caps for c in cs]
+            texts = self.represent_texts(flat, task)
+            per_image = texts.split([len(cs) for cs in caps])
+            for i, sample in enumerate(data_samples):
+                sample.set_field(images[i], 'img_embed')
+                sample.set_field(per_image[i], 'text_embeds')
+        else:
+            texts = self.tokenizer.decode(self.generate(inputs, task))
+            for sample, text in zip(data_samples, texts):
+                sample.set_field(text, 'pred_caption')
+        return data_samples
+
+    def forward(
+        self,
+        inputs: Tensor,
+        data_samples: Optional[list] = None,
+        mode: str = 'tensor',
+        task: Optional[str] = None,
+    ) -> Union[dict, list, Tensor]:
+        if task is None:
+            raise ValueError(
+                'UniPerceiverV2 needs the task of the batch: train and '
+                'evaluate it with the multi-task loops and '
+                'MultiTaskDataPreprocessor'
+            )
+        if task not in self.task_cfgs:
+            raise KeyError(f'no task {task!r} (tasks: {self.tasks})')
+        if mode == 'loss':
+            return self.loss(inputs, data_samples, task)
+        if mode == 'predict':
+            return self.predict(inputs, data_samples, task)
+        if mode == 'tensor':
+            return self.represent_images(inputs, task)
+        raise ValueError(f'mode must be loss, predict or tensor, got {mode!r}')
