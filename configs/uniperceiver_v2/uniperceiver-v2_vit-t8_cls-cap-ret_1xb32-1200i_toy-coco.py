@@ -74,9 +74,7 @@ model = dict(
         vocab_size=vocab_size,
         max_length=50,
     ),
-    decoder=dict(
-        type='TaskAgnosticDecoder', dims=dims, depth=2, num_heads=4
-    ),
+    decoder=dict(type='TaskAgnosticDecoder', dims=dims, depth=2, num_heads=4),
     loss=dict(init_temperature=0.07, max_scale=100.0),
     tasks=dict(
         classification=dict(type='classification', classes=classes),
