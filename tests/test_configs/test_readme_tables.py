@@ -33,3 +33,26 @@ def test_readme_table_matches_its_json(path):
     for metric, variants in sweep['metrics'].items():
         for name, entry in variants.items():
             assert entry['n'] >= 3, (path, metric, name, entry['n'])
+
+
+OOD = sorted(glob.glob(osp.join(REPO_ROOT, 'configs', '*', 'ood_*.json')))
+
+
+@pytest.mark.parametrize(
+    'path', OOD, ids=[osp.relpath(p, REPO_ROOT) for p in OOD]
+)
+def test_readme_ood_table_matches_its_json(path):
+    """An out-of-domain evaluation (``visft_ood_eval.py``'s
+    ``ood_eval.json``, published as ``ood_<name>.json``) is the
+    ``<!-- ood:<name> -->`` block of its README, with 3 tuned runs or more.
+    """
+    ood_tool = load_tool('analysis_tools/visft_ood_eval.py')
+    section = osp.basename(path)[len('ood_') : -len('.json')]
+    with open(path) as f:
+        result = json.load(f)
+    with open(osp.join(osp.dirname(path), 'README.md')) as f:
+        readme = f.read()
+    block = readme.split(f'<!-- ood:{section} -->\n', 1)[1]
+    block = block.split(f'<!-- /ood:{section} -->', 1)[0]
+    assert block.strip() == ood_tool.render_markdown(result).strip()
+    assert len(result['tuned']) >= 3
