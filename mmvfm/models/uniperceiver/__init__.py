@@ -1,5 +1,6 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
 from .attribute_moe import AttributeMoEFFN
+from .proposal_tokens import ProposalTokens, box_sine_encoding
 from .task_agnostic_decoder import TaskAgnosticDecoder
 from .uni_perceiver_v2 import GlobalTokens, UniPerceiverV2
 from .unified_objective import UnifiedMLELoss
@@ -7,7 +8,9 @@ from .unified_objective import UnifiedMLELoss
 __all__ = [
     'AttributeMoEFFN',
     'GlobalTokens',
+    'ProposalTokens',
     'TaskAgnosticDecoder',
     'UniPerceiverV2',
     'UnifiedMLELoss',
+    'box_sine_encoding',
 ]
