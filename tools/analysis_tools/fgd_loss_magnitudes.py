@@ -140,16 +140,8 @@ def measure(model, batches: List[dict]) -> dict:
                 rec.reset()
             model._run_teacher(inputs, samples)
             losses = model.student.loss(inputs, samples)
-        # as mmengine's parse_losses: the mean of each tensor, lists summed
-        det.append(
-            sum(
-                float(sum(v.mean() for v in value))
-                if isinstance(value, (list, tuple))
-                else float(value.mean())
-                for key, value in losses.items()
-                if 'loss' in key
-            )
-        )
+        # the student's total loss, as its training step sums it
+        det.append(float(model.student.parse_losses(losses)[0]))
         gt = [s.gt_instances.bboxes for s in samples]
         metas = [s.metainfo for s in samples]
         for name, loss in model.distill_losses.items():

@@ -23,6 +23,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.logging import print_log
 
+from ...utils.data_check import _dataset_cfgs
 from .common import _REGEN_HINT
 from .writing import generate_toy_coco
 
@@ -149,17 +150,11 @@ def _toy_datasets(cfg, fields: Sequence[str]) -> Iterator[Tuple[str, dict]]:
             ]
         )
         for field, loader in named:
-            stack = [(f'{field}.dataset', loader.get('dataset'))]
-            while stack:
-                name, ds = stack.pop()
-                if not isinstance(ds, dict):
-                    continue
+            for name, ds in _dataset_cfgs(
+                loader.get('dataset'), f'{field}.dataset'
+            ):
                 if str(ds.get('type', '')).split('.')[-1] == 'ToyCocoDataset':
                     yield name, ds
-                if isinstance(ds.get('dataset'), dict):
-                    stack.append((f'{name}.dataset', ds['dataset']))
-                for i, sub in enumerate(ds.get('datasets') or []):
-                    stack.append((f'{name}.datasets[{i}]', sub))
 
 
 def prepare_toy_data(
