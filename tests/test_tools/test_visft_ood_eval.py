@@ -116,20 +116,40 @@ def test_lora_release_adapter_off_is_the_base(tool, tmp_path):
         assert not torch.allclose(base(x)[-1], ref, atol=1e-4)
 
 
-def _stage2_checkpoint(tmp_path, encoder, corrupt=None):
+def _stage2_lora():
+    """The stage-2 config's LoRA settings (rank, alpha, ...)."""
+    lora = Config.fromfile(STAGE2).model.backbone
+    assert lora.type == 'LoRA', 'the stage-2 backbone is no longer LoRA'
+    return lora
+
+
+def _stage2_checkpoint(tmp_path, encoder, corrupt=None, saved_cfg=None):
     """A training checkpoint as ViSFT stage 2 saves it: the adapted
-    backbone under 'backbone.' (r 8, alpha 0.125, q and v), a head."""
+    backbone under 'backbone.' (the stage-2 config's rank and alpha, q and
+    v), a head, and (``saved_cfg``) the config text in ``meta['cfg']``."""
     from mmvfm.models.peft import apply_lora
 
-    apply_lora(encoder, QV, rank=8, alpha=0.125)
+    lora = _stage2_lora()
+    apply_lora(encoder, QV, rank=lora.rank, alpha=lora.alpha)
     _random_b(encoder, std=1.0)
     state = {f'backbone.{k}': v for k, v in encoder.state_dict().items()}
     state['heads.det.weight'] = torch.zeros(2)
     if corrupt:
         state[f'backbone.{corrupt}'] = state[f'backbone.{corrupt}'] + 1
     path = str(tmp_path / 'iter_300.pth')
-    torch.save(dict(meta=dict(iter=300), state_dict=state), path)
+    meta = dict(iter=300)
+    if saved_cfg is not None:
+        meta['cfg'] = saved_cfg
+    torch.save(dict(meta=meta, state_dict=state), path)
     return path
+
+
+def _same_output(a, b):
+    x = torch.randn(1, 3, 64, 64)
+    a.eval()
+    b.eval()
+    with torch.no_grad():
+        return torch.allclose(a(x)[-1], b(x)[-1], atol=1e-6)
 
 
 def test_training_checkpoint_with_the_stage2_config(tool, tmp_path):
@@ -144,15 +164,29 @@ def test_training_checkpoint_with_the_stage2_config(tool, tmp_path):
     layers = dict(lora_layers(base))
     assert len(layers) == 6
     for name, layer in layers.items():
-        assert layer.rank == 8 and layer.parts == [True, False, True]
+        assert layer.rank == _stage2_lora().rank
+        assert layer.parts == [True, False, True]
         assert torch.equal(
             layer.lora_B, dict(lora_layers(trained))[name].lora_B
         )
-    x = torch.randn(1, 3, 64, 64)
-    base.eval()
-    trained.eval()
-    with torch.no_grad():
-        assert torch.allclose(base(x)[-1], trained(x)[-1], atol=1e-6)
+    assert _same_output(base, trained)
+
+
+def test_training_checkpoint_reads_its_saved_config(tool, tmp_path):
+    """mmengine saves the run's config in meta['cfg']: no --tuned-config
+    needed, and one that disagrees with it is refused by field."""
+    text = Config.fromfile(STAGE2).pretty_text
+    trained = _encoder()
+    path = _stage2_checkpoint(tmp_path, trained, saved_cfg=text)
+    base = _encoder()
+    assert tool.attach_tuned(base, path) == 'adapter'
+    assert _same_output(base, trained)
+    other = str(tmp_path / 'other.py')
+    alpha = _stage2_lora().alpha
+    with open(other, 'w') as f:
+        f.write(text.replace(f'alpha={alpha}', f'alpha={alpha * 2}'))
+    with pytest.raises(ValueError, match="LoRA 'alpha' is"):
+        tool.attach_tuned(_encoder(), path, tuned_config=other)
 
 
 def test_adapters_from_another_base_are_refused(tool, tmp_path):

@@ -31,9 +31,11 @@ Base and tuned:
   stage-2 run's ``iter_*.pth``) whose ``--prefix`` keys (``backbone.``)
   hold the backbone. With adapters (``lora_A`` / ``lora_B``), the same
   encoder is evaluated with them disabled (base) and enabled (tuned); the
-  adapters' rank, alpha and parts come from the release, or from
-  ``--tuned-config`` (the stage-2 config's ``type='LoRA'`` backbone) for a
-  training checkpoint, and its frozen weights must equal the base encoder's
+  adapters' rank, alpha and parts come from the release, or for a
+  training checkpoint from the config it saved (mmengine's ``meta['cfg']``)
+  and/or ``--tuned-config`` (the stage-2 config's ``type='LoRA'``
+  backbone; both present: they must agree), and its frozen weights must
+  equal the base encoder's
   (else the adapters were tuned on another base: an error names the key;
   the position embedding may differ in size). Without adapters (a merged
   export, another fine-tuned backbone) the file's backbone replaces the
@@ -103,7 +105,8 @@ def parse_args(argv=None):
         '--tuned-config',
         help='the config that trained the --tuned checkpoints (its '
         'type="LoRA" backbone gives rank / alpha / parts / targets); needed '
-        'for training checkpoints with adapters',
+        'for training checkpoints with adapters that saved no config, '
+        'checked against the saved one otherwise',
     )
     parser.add_argument(
         '--prefix',
@@ -165,8 +168,9 @@ def _probe_loader(cfg: Config, split: str) -> dict:
 
 
 # ------------------------------------------------------- tuned backbones
-def _read_tuned(path: str, prefix: str) -> Tuple[dict, Optional[dict]]:
-    """(backbone state dict, LoRA release meta or None) of a --tuned file."""
+def _read_tuned(path: str, prefix: str) -> Tuple[dict, Optional[dict], str]:
+    """(backbone state dict, LoRA release meta or None, the config text a
+    training checkpoint saved in its meta or '') of a --tuned file."""
     from mmvfm.models.peft.lora_checkpoint import LORA_FORMAT
 
     if not osp.isfile(path):
@@ -174,7 +178,8 @@ def _read_tuned(path: str, prefix: str) -> Tuple[dict, Optional[dict]]:
     ckpt = torch.load(path, map_location='cpu', weights_only=False)
     meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
     if isinstance(meta, dict) and meta.get('format') == LORA_FORMAT:
-        return dict(ckpt['state_dict']), meta
+        return dict(ckpt['state_dict']), meta, ''
+    saved_cfg = meta.get('cfg', '') if isinstance(meta, dict) else ''
     state = ckpt.get('state_dict', ckpt)
     backbone = {
         k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)
@@ -185,19 +190,14 @@ def _read_tuned(path: str, prefix: str) -> Tuple[dict, Optional[dict]]:
             f'--tuned {path}: no key starts with --prefix {prefix!r} (its '
             f'prefixes: {prefixes[:8]})'
         )
-    return backbone, None
+    return backbone, None, saved_cfg if isinstance(saved_cfg, str) else ''
 
 
-def _lora_cfg(tuned_config: Optional[str], path: str) -> dict:
-    """rank / alpha / dropout / parts / targets of ``tuned_config``'s
-    ``type='LoRA'`` module (the model's backbone, searched depth first)."""
-    if tuned_config is None:
-        raise ValueError(
-            f'--tuned {path} is a training checkpoint with LoRA adapters: '
-            'give --tuned-config (the config that trained it) for their '
-            'rank, alpha and parts'
-        )
-    cfg = Config.fromfile(tuned_config)
+_LORA_KEYS = ('targets', 'rank', 'alpha', 'dropout', 'parts')
+
+
+def _find_lora(cfg: Config) -> Optional[dict]:
+    """The first ``type='LoRA'`` dict of ``cfg.model``, depth first."""
 
     def find(node):
         if isinstance(node, dict):
@@ -209,16 +209,46 @@ def _lora_cfg(tuned_config: Optional[str], path: str) -> dict:
                     return found
         return None
 
-    lora = find(cfg.model.to_dict())
-    if lora is None:
+    return find(cfg.model.to_dict())
+
+
+def _lora_cfg(
+    tuned_config: Optional[str], path: str, saved_cfg: str = ''
+) -> dict:
+    """rank / alpha / dropout / parts / targets of the ``type='LoRA'``
+    module that trained ``path``: from ``tuned_config`` and/or the config
+    the checkpoint saved (mmengine writes it to ``meta['cfg']``). When both
+    are there they must agree on every one of these fields."""
+    found = {}
+    if saved_cfg:
+        lora = _find_lora(Config.fromstring(saved_cfg, '.py'))
+        if lora is not None:
+            found["the checkpoint's saved config"] = lora
+    if tuned_config is not None:
+        lora = _find_lora(Config.fromfile(tuned_config))
+        if lora is None:
+            raise ValueError(
+                f'--tuned-config {tuned_config}: no type="LoRA" module in '
+                'model'
+            )
+        found[f'--tuned-config {tuned_config}'] = lora
+    if not found:
         raise ValueError(
-            f'--tuned-config {tuned_config}: no type="LoRA" module in model'
+            f'--tuned {path} is a training checkpoint with LoRA adapters and '
+            'saved no config with a type="LoRA" module: give --tuned-config '
+            '(the config that trained it) for their rank, alpha and parts'
         )
-    return {
-        k: lora[k]
-        for k in ('targets', 'rank', 'alpha', 'dropout', 'parts')
-        if k in lora
-    }
+    picked = [{k: v[k] for k in _LORA_KEYS if k in v} for v in found.values()]
+    if len(picked) == 2:
+        for key in _LORA_KEYS:
+            if picked[0].get(key) != picked[1].get(key):
+                a, b = found
+                raise ValueError(
+                    f'--tuned {path}: LoRA {key!r} is '
+                    f'{picked[0].get(key)!r} in {a} but '
+                    f'{picked[1].get(key)!r} in {b}'
+                )
+    return picked[-1]
 
 
 def _check_same_base(encoder, backbone: dict, path: str) -> None:
@@ -259,7 +289,7 @@ def attach_tuned(
     """
     from mmvfm.models.peft import apply_lora, load_lora, lora_layers
 
-    backbone, meta = _read_tuned(path, prefix)
+    backbone, meta, saved_cfg = _read_tuned(path, prefix)
     has_lora = any('lora_' in k for k in backbone)
     if not has_lora:
         missing, unexpected = encoder.load_state_dict(backbone, strict=False)
@@ -280,7 +310,7 @@ def attach_tuned(
         lora_state = backbone
     else:
         _check_same_base(encoder, backbone, path)
-        lora = _lora_cfg(tuned_config, path)
+        lora = _lora_cfg(tuned_config, path, saved_cfg)
         apply_lora(
             encoder,
             lora['targets'],
