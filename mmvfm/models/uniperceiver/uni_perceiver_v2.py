@@ -50,18 +50,28 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmdet.registry import MODELS, TASK_UTILS
 from mmengine.dist import get_dist_info
 from mmengine.model import BaseModel
-from mmengine.structures import BaseDataElement
+from mmengine.structures import BaseDataElement, InstanceData
 from torch import Tensor
 
 from ..language.bpe_tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS
 from ..language.decoding import beam_search, greedy_search
 from ..utils import all_gather_with_grad
+from .proposal_tokens import ProposalTokens
+from .region_proposer import masks_to_boxes
 from .task_agnostic_decoder import IMAGE_TYPE, TEXT_TYPE
 
-TASK_TYPES = ('classification', 'retrieval', 'captioning')
+TASK_TYPES = (
+    'classification',
+    'retrieval',
+    'captioning',
+    'detection',
+    'instance_segmentation',
+)
+REGION_TASKS = ('detection', 'instance_segmentation')
 DECODE_MODES = ('greedy', 'beam')
 
 
@@ -96,7 +106,16 @@ def _check_task(name: str, cfg: dict) -> dict:
             f'tasks.{name}.type must be one of {TASK_TYPES}, got {kind!r}'
         )
     cfg.setdefault('loss_weight', 1.0)
-    if kind == 'classification':
+    if kind in REGION_TASKS:
+        cfg.setdefault('max_per_image', 100)
+        cfg.setdefault('topk', None)
+        for key in ('max_per_image', 'topk'):
+            value = cfg[key]
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(
+                    f'tasks.{name}.{key} must be a positive int, got {value!r}'
+                )
+    if kind in ('classification',) + REGION_TASKS:
         classes = cfg.get('classes')
         if not classes:
             raise ValueError(
@@ -149,6 +168,10 @@ class UniPerceiverV2(BaseModel):
     num_global (int): global image tokens.
     global_heads (int): heads of each global token's pooling.
     loss (dict): the :class:`UnifiedMLELoss` config.
+    proposer (dict, optional): the :class:`RegionProposer` config, required
+        by ``'detection'`` / ``'instance_segmentation'`` tasks (part 2).
+    proposal_tokens (dict, optional): :class:`ProposalTokens` arguments
+        other than ``dims`` (``num_feats``, ``pool_size``, ...).
     data_preprocessor (dict, optional): usually
         ``MultiTaskDataPreprocessor``.
     init_cfg (dict, optional): initialisation config.
@@ -165,6 +188,8 @@ class UniPerceiverV2(BaseModel):
         num_global: int = 4,
         global_heads: int = 4,
         loss: Optional[dict] = None,
+        proposer: Optional[dict] = None,
+        proposal_tokens: Optional[dict] = None,
         data_preprocessor: Optional[dict] = None,
         init_cfg=None,
     ) -> None:
@@ -199,6 +224,33 @@ class UniPerceiverV2(BaseModel):
         )
         self.tokenizer_cfg = copy.deepcopy(tokenizer)
         self._tokenizer = None
+        regions = [
+            n for n, c in self.task_cfgs.items() if c['type'] in REGION_TASKS
+        ]
+        if regions and proposer is None:
+            raise ValueError(
+                f'tasks {regions}: detection and instance segmentation need '
+                'the region proposals (proposer=dict(type="RegionProposer", '
+                '...))'
+            )
+        self.proposer = None
+        if proposer is not None:
+            self.proposer = MODELS.build(proposer)
+            Q = self.proposer.num_queries
+            for n in regions:
+                topk = self.task_cfgs[n]['topk']
+                if topk is not None and topk > Q:
+                    raise ValueError(
+                        f'tasks.{n}.topk={topk} proposals, the proposal '
+                        f'stage makes {Q} (its num_queries) per image'
+                    )
+            q_dims = self.proposer.head.transformer_decoder.embed_dims
+            self.sem_proj = nn.Sequential(
+                nn.Linear(q_dims, dims), nn.LayerNorm(dims)
+            )
+            self.proposal_tokens = ProposalTokens(
+                dims, **(proposal_tokens or {})
+            )
         captioning = [
             n for n, c in self.task_cfgs.items() if c['type'] == 'captioning'
         ]
@@ -230,17 +282,60 @@ class UniPerceiverV2(BaseModel):
                 )
         return self._tokenizer
 
-    def image_tokens(self, inputs: Tensor) -> Tensor:
-        """``f(image)``: (N, 3, H, W) -> (N, num_global + h*w, dims)."""
+    def backbone_maps(self, inputs: Tensor) -> Tuple[Tensor, ...]:
+        """The backbone's outputs as a tuple (the last one read by the
+        global and map tokens, all of them by the proposal stage)."""
         out = self.backbone(inputs)
-        if isinstance(out, (list, tuple)):
-            out = out[-1]
+        return tuple(out) if isinstance(out, (list, tuple)) else (out,)
+
+    def image_tokens(
+        self, inputs: Tensor, maps: Optional[Tuple[Tensor, ...]] = None
+    ) -> Tensor:
+        """``f(image)``: (N, 3, H, W) -> (N, num_global + h*w, dims)
+        (``maps``: the backbone's outputs when already computed)."""
+        out = (maps or self.backbone_maps(inputs))[-1]
         if out.dim() == 4:
             out = out.flatten(2).transpose(1, 2)  # [N, h*w, C]
         tokens = self.image_proj(out)
         if self.global_tokens is not None:
             tokens = torch.cat([self.global_tokens(tokens), tokens], dim=1)
         return tokens
+
+    def region_outputs(
+        self,
+        maps: Tuple[Tensor, ...],
+        proposals: dict,
+        task: str,
+        index: Optional[Tensor] = None,
+    ) -> Tensor:
+        """``g(f(region))`` of every proposal (N, Q', dims), unnormalised.
+
+        One decoder sequence per image, ``[<SPE>, global tokens, proposal
+        tokens]`` (our choice: the proposals see the image through the
+        global tokens and each other, not the map tokens); the outputs at
+        the proposal positions. ``index`` (N, Q') keeps those proposals
+        (e.g. the top-k by objectness).
+        """
+        queries = proposals['queries']
+        masks = proposals['masks'][-1]
+        boxes = self.proposer.normalized_boxes(masks)
+        if index is not None:
+            take = index[..., None]
+            queries = queries.gather(1, take.expand(-1, -1, queries.shape[-1]))
+            boxes = boxes.gather(1, take.expand(-1, -1, 4))
+            masks = masks[torch.arange(len(index))[:, None], index]
+        tokens = self.proposal_tokens(self.sem_proj(queries), boxes, masks)
+        G = 0
+        if self.global_tokens is not None:
+            last = maps[-1]
+            if last.dim() == 4:
+                last = last.flatten(2).transpose(1, 2)
+            glob = self.global_tokens(self.image_proj(last))
+            G = glob.shape[1]
+            tokens = torch.cat([glob, tokens], dim=1)
+        modality = tokens.new_full(tokens.shape[1:2], IMAGE_TYPE).long()
+        out = self.decoder(tokens, modality, self.task_index[task])
+        return out[:, 1 + G :]
 
     def text_tokens(self, ids: Tensor) -> Tensor:
         """``f(text)``: ids (N, L) -> (N, L, dims)."""
@@ -431,16 +526,70 @@ class UniPerceiverV2(BaseModel):
             weight.flatten(),
         )
 
+    def loss_regions(
+        self, inputs, data_samples, task
+    ) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """Detection / instance segmentation: the NLL of the matched
+        proposals' classes over the class names, and the proposal stage's
+        own losses.
+
+        Our choices (the paper is silent): the proposals matched to a
+        ground-truth instance by the proposal stage's Hungarian matching
+        (last decoder layer) take its class as the target; unmatched
+        (background) proposals do not enter the class objective -- the
+        stage's objectness loss already pushes them to "no object". A batch
+        without instances gives a zero class loss (its proposal losses
+        still train "no object").
+        """
+        num = len(self.task_cfgs[task]['classes'])
+        maps = self.backbone_maps(inputs)
+        proposals = self.proposer(maps, data_samples)
+        stage_losses, matches = self.proposer.loss(
+            proposals, data_samples, name=f'UniPerceiverV2 task {task!r}'
+        )
+        regions = self.region_outputs(maps, proposals, task)
+        picked, targets = [], []
+        for i, (pos, gt_index) in enumerate(matches):
+            labels = data_samples[i].gt_instances.labels.to(regions.device)
+            if len(labels) and not (
+                0 <= int(labels.min()) and int(labels.max()) < num
+            ):
+                raise ValueError(
+                    f'UniPerceiverV2: task {task!r} sample {i} has labels '
+                    f'{labels.tolist()}, the task {num} class names (does '
+                    "the dataset's class list match tasks.{task}.classes?)"
+                )
+            picked.append(regions[i, pos])
+            targets.append(labels[gt_index])
+        picked = torch.cat(picked)
+        if len(picked) == 0:
+            return regions.sum() * 0.0, stage_losses
+        nll = self.loss_module(
+            picked, self.class_candidates(task), torch.cat(targets)
+        )
+        return nll, stage_losses
+
     def loss(self, inputs: Tensor, data_samples: list, task: str) -> dict:
-        """``{'<task>.loss': w_k * NLL_k, 'logit_scale': 1 / τ}``."""
+        """``{'<task>.loss': w_k * NLL_k, 'logit_scale': 1 / τ}``; region
+        tasks add the proposal stage's losses ``'<task>.proposal.<name>'``,
+        also times ``w_k``."""
         if data_samples is None or len(data_samples) != len(inputs):
             raise ValueError(
                 'UniPerceiverV2: loss needs one data sample per image'
             )
         cfg = self.task_cfgs[task]
-        nll = getattr(self, f'loss_{cfg["type"]}')(inputs, data_samples, task)
+        w = cfg['loss_weight']
+        extra = {}
+        if cfg['type'] in REGION_TASKS:
+            nll, stage = self.loss_regions(inputs, data_samples, task)
+            extra = {f'{task}.proposal.{k}': w * v for k, v in stage.items()}
+        else:
+            nll = getattr(self, f'loss_{cfg["type"]}')(
+                inputs, data_samples, task
+            )
         return {
-            f'{task}.loss': cfg['loss_weight'] * nll,
+            f'{task}.loss': w * nll,
+            **extra,
             'logit_scale': self.loss_module.scale.detach(),
         }
 
@@ -494,6 +643,8 @@ class UniPerceiverV2(BaseModel):
         if data_samples is None:
             data_samples = [BaseDataElement() for _ in range(len(inputs))]
         kind = self.task_cfgs[task]['type']
+        if kind in REGION_TASKS:
+            return self.predict_regions(inputs, data_samples, task)
         if kind == 'classification':
             logits = self.loss_module.logits(
                 self.represent_images(inputs, task),
@@ -520,6 +671,71 @@ class UniPerceiverV2(BaseModel):
             texts = self.tokenizer.decode(self.generate(inputs, task))
             for sample, text in zip(data_samples, texts):
                 sample.set_field(text, 'pred_caption')
+        return data_samples
+
+    @torch.no_grad()
+    def predict_regions(
+        self, inputs: Tensor, data_samples: list, task: str
+    ) -> list:
+        """``pred_instances`` (``bboxes`` xyxy, ``labels``, ``scores``, and
+        ``masks`` for instance segmentation) at each image's ``ori_shape``,
+        for mmdet's ``CocoMetric``.
+
+        Score of (proposal q, class c) (our choice, Mask2Former's instance
+        scoring with its class probability replaced):
+        ``objectness_q * P(c | q) * mask_score_q``, ``P`` the softmax of
+        ``cos / τ`` over the class names, ``mask_score`` the mean mask
+        probability inside the binary mask (Mask2Former's). The top
+        ``max_per_image`` (proposal, class) pairs are kept (fewer when the
+        image has fewer pairs); with ``topk`` only that many proposals,
+        the most object-like, reach the decoder. Masks: the logits
+        upsampled to the padded batch, cropped to ``img_shape``, resized to
+        ``ori_shape``, > 0; boxes: their tight boxes.
+        """
+        cfg = self.task_cfgs[task]
+        maps = self.backbone_maps(inputs)
+        proposals = self.proposer(maps, data_samples)
+        objectness = self.proposer.objectness(proposals['cls'][-1])  # N, Q
+        index = None
+        if cfg['topk'] is not None:
+            index = objectness.topk(cfg['topk'], dim=1).indices
+            objectness = objectness.gather(1, index)
+        regions = self.region_outputs(maps, proposals, task, index)
+        probs = self.loss_module.logits(
+            regions.flatten(0, 1), self.class_candidates(task)
+        ).softmax(-1)
+        K = probs.shape[-1]
+        probs = probs.view(*regions.shape[:2], K)
+        masks = proposals['masks'][-1]
+        if index is not None:
+            masks = masks[torch.arange(len(index))[:, None], index]
+        pad_h, pad_w = data_samples[0].metainfo['batch_input_shape']
+        masks = F.interpolate(
+            masks, size=(pad_h, pad_w), mode='bilinear', align_corners=False
+        )
+        for i, sample in enumerate(data_samples):
+            scores = objectness[i][:, None] * probs[i]  # Q', K
+            keep = min(cfg['max_per_image'], scores.numel())
+            top, flat = scores.flatten().topk(keep)
+            query, label = flat // K, flat % K
+            h, w = sample.metainfo['img_shape'][:2]
+            logits = masks[i, query, :h, :w][None]
+            oh, ow = sample.metainfo['ori_shape'][:2]
+            logits = F.interpolate(
+                logits, size=(oh, ow), mode='bilinear', align_corners=False
+            )[0]
+            binary = logits > 0
+            mask_score = (logits.sigmoid() * binary).flatten(1).sum(1) / (
+                binary.flatten(1).sum(1) + 1e-6
+            )
+            result = InstanceData(
+                bboxes=masks_to_boxes(binary),
+                labels=label,
+                scores=top * mask_score,
+            )
+            if cfg['type'] == 'instance_segmentation':
+                result.masks = binary
+            sample.pred_instances = result
         return data_samples
 
     def forward(

@@ -1,0 +1,412 @@
+# Copyright (c) mmvfm contributors. All rights reserved.
+"""Uni-Perceiver v2, part 2: the region proposal stage (class-agnostic
+Mask2Former), detection / instance segmentation as candidates over the
+class names -- the loss against its equation, the scores against theirs --
+and the bad inputs."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
+from mmdet.structures.mask import BitmapMasks, mask2bbox
+from mmengine.structures import InstanceData
+
+from mmvfm.models.language import coco_captions, train_bpe
+from mmvfm.models.uniperceiver import masks_to_boxes
+from mmvfm.utils import register_all_modules
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+register_all_modules()
+
+CLASSES = ['circle', 'square', 'triangle']
+SIZE = 64
+Q = 6
+
+
+@pytest.fixture(scope='module')
+def tokenizer_file(toy_root, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('tok') / 'bpe.json')
+    train_bpe(
+        coco_captions(f'{toy_root}/annotations/captions_train.json'),
+        out,
+        vocab_size=300,
+    )
+    return out
+
+
+def _proposer(**head):
+    d = 32
+    layer = dict(embed_dims=d, num_heads=2, dropout=0.0, batch_first=True)
+    ffn = dict(embed_dims=d, feedforward_channels=2 * d, ffn_drop=0.0)
+    cfg = dict(
+        type='Mask2FormerHead',
+        in_channels=[d, d, d],
+        strides=[8, 16, 32],
+        feat_channels=d,
+        out_channels=d,
+        num_queries=Q,
+        num_transformer_feat_level=2,
+        pixel_decoder=dict(
+            type='MSDeformAttnPixelDecoder',
+            num_outs=2,
+            norm_cfg=dict(type='GN', num_groups=8),
+            act_cfg=dict(type='ReLU'),
+            encoder=dict(
+                num_layers=1,
+                layer_cfg=dict(
+                    self_attn_cfg=dict(
+                        embed_dims=d,
+                        num_heads=2,
+                        num_levels=2,
+                        num_points=2,
+                        dropout=0.0,
+                        batch_first=True,
+                    ),
+                    ffn_cfg=ffn,
+                ),
+            ),
+            positional_encoding=dict(num_feats=d // 2, normalize=True),
+        ),
+        enforce_decoder_input_project=False,
+        positional_encoding=dict(num_feats=d // 2, normalize=True),
+        transformer_decoder=dict(
+            return_intermediate=True,
+            num_layers=2,
+            layer_cfg=dict(
+                self_attn_cfg=layer, cross_attn_cfg=layer, ffn_cfg=ffn
+            ),
+            init_cfg=None,
+        ),
+        loss_cls=dict(
+            type='CrossEntropyLoss',
+            use_sigmoid=False,
+            loss_weight=2.0,
+            class_weight=[1.0, 0.1],
+        ),
+        loss_mask=dict(
+            type='CrossEntropyLoss', use_sigmoid=True, loss_weight=5.0
+        ),
+        loss_dice=dict(
+            type='DiceLoss', use_sigmoid=True, naive_dice=True, eps=1.0
+        ),
+    )
+    cfg.update(head)
+    return dict(
+        type='RegionProposer',
+        neck=dict(
+            type='SimpleFeaturePyramid',
+            in_channels=16,
+            out_channels=d,
+            scale_factors=(1.0, 0.5),
+            num_extra_levels=1,
+        ),
+        head=cfg,
+        train_cfg=dict(
+            num_points=64,
+            oversample_ratio=3.0,
+            importance_sample_ratio=0.75,
+            assigner=dict(
+                type='HungarianAssigner',
+                match_costs=[
+                    dict(type='ClassificationCost', weight=2.0),
+                    dict(
+                        type='CrossEntropyLossCost',
+                        weight=5.0,
+                        use_sigmoid=True,
+                    ),
+                    dict(type='DiceCost', weight=5.0, pred_act=True, eps=1.0),
+                ],
+            ),
+            sampler=dict(type='MaskPseudoSampler'),
+        ),
+    )
+
+
+def _cfg(tokenizer_file, proposer=True, **tasks):
+    tasks = tasks or dict(
+        det=dict(type='detection', classes=CLASSES, max_per_image=10),
+        seg=dict(type='instance_segmentation', classes=CLASSES),
+    )
+    return dict(
+        type='UniPerceiverV2',
+        backbone=dict(
+            type='mmpretrain.VisionTransformer',
+            arch=dict(
+                embed_dims=16,
+                num_layers=1,
+                num_heads=2,
+                feedforward_channels=32,
+            ),
+            img_size=SIZE,
+            patch_size=8,
+            out_type='featmap',
+            with_cls_token=False,
+        ),
+        image_channels=16,
+        num_global=2,
+        global_heads=2,
+        text_encoder=dict(
+            type='TextTransformer',
+            vocab_size=300,
+            width=16,
+            depth=1,
+            num_heads=2,
+            max_length=24,
+            causal=True,
+        ),
+        tokenizer=dict(
+            type='BPETokenizer',
+            file=tokenizer_file,
+            vocab_size=300,
+            max_length=24,
+        ),
+        decoder=dict(
+            type='TaskAgnosticDecoder', dims=16, depth=1, num_heads=2
+        ),
+        tasks=tasks,
+        proposer=_proposer() if proposer else None,
+        proposal_tokens=dict(num_feats=4, pool_size=7),
+    )
+
+
+def _model(tokenizer_file, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    model = MODELS.build(_cfg(tokenizer_file, **kwargs))
+    model.eval()
+    return model
+
+
+def _samples(boxes_per_image, labels_per_image, ori=(SIZE, SIZE)):
+    """DetDataSamples with box-shaped instance masks (pixel xyxy)."""
+    out = []
+    for boxes, labels in zip(boxes_per_image, labels_per_image):
+        s = DetDataSample(
+            metainfo=dict(
+                img_shape=(SIZE, SIZE),
+                ori_shape=ori,
+                batch_input_shape=(SIZE, SIZE),
+                pad_shape=(SIZE, SIZE),
+                scale_factor=(SIZE / ori[1], SIZE / ori[0]),
+            )
+        )
+        masks = torch.zeros(len(boxes), SIZE, SIZE, dtype=torch.uint8)
+        for m, (x1, y1, x2, y2) in zip(masks, boxes):
+            m[y1:y2, x1:x2] = 1
+        s.gt_instances = InstanceData(
+            bboxes=torch.tensor(boxes, dtype=torch.float32).view(-1, 4),
+            labels=torch.tensor(labels, dtype=torch.long),
+            masks=BitmapMasks(masks.numpy(), SIZE, SIZE),
+        )
+        out.append(s)
+    return out
+
+
+def _images(n, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, SIZE, SIZE, generator=g)
+
+
+# ----------------------------------------------------------- the stage
+def test_masks_to_boxes_equals_mmdet():
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand(7, 9, 11, generator=g) > 0.9
+    masks[3] = False  # an empty mask: zeros
+    assert torch.equal(masks_to_boxes(masks), mask2bbox(masks))
+    batched = masks_to_boxes(masks.view(1, 7, 9, 11))
+    assert torch.equal(batched[0], mask2bbox(masks))
+
+
+def test_proposer_is_class_agnostic_and_records_the_last_queries():
+    with pytest.raises(ValueError, match='num_things_classes must be 1'):
+        MODELS.build(_proposer(num_things_classes=5))
+    bad = _proposer()
+    bad['head']['loss_cls']['class_weight'] = [1.0] * 5 + [0.1]
+    with pytest.raises(ValueError, match='class_weight needs 2'):
+        MODELS.build(bad)
+    torch.manual_seed(0)
+    proposer = MODELS.build(_proposer()).eval()
+    feats = (torch.randn(2, 16, SIZE // 8, SIZE // 8),)
+    out = proposer(feats, _samples([[(0, 0, 8, 8)]] * 2, [[0]] * 2))
+    assert len(out['cls']) == 3 and out['cls'][-1].shape == (2, Q, 2)
+    assert out['masks'][-1].shape == (2, Q, SIZE // 8, SIZE // 8)
+    # the recorded features are the input of the last class / mask branch
+    head = proposer.head
+    assert out['queries'].shape == (2, Q, 32)
+    assert torch.allclose(head.cls_embed(out['queries']), out['cls'][-1])
+    # and not those of an earlier layer
+    assert not torch.allclose(head.cls_embed(out['queries']), out['cls'][-2])
+
+
+def test_normalized_boxes_of_masks():
+    logits = torch.full((1, 2, 8, 8), -5.0)
+    logits[0, 0, 2:6, 4:8] = 5.0  # x 4..8, y 2..6 of an 8x8 grid
+    from mmvfm.models.uniperceiver import RegionProposer
+
+    box = RegionProposer.normalized_boxes(logits)
+    assert torch.allclose(box[0, 0], torch.tensor([0.75, 0.5, 0.5, 0.5]))
+    assert torch.equal(box[0, 1], torch.zeros(4))  # empty
+
+
+# ------------------------------------------------------------ the loss
+def test_region_loss_is_the_nll_of_the_matched_proposals(
+    tokenizer_file, monkeypatch
+):
+    """With the matching fixed, the task loss is the cross-entropy of
+    cos / tau between the matched proposals' decoder outputs and the class
+    names, targets the matched ground truths' labels; unmatched proposals
+    get no gradient from it."""
+    model = _model(tokenizer_file)
+    samples = _samples(
+        [[(0, 0, 16, 16), (32, 32, 60, 60)], [(8, 8, 40, 24)]], [[2, 0], [1]]
+    )
+    matches = [
+        (torch.tensor([4, 1]), torch.tensor([1, 0])),
+        (torch.tensor([3]), torch.tensor([0])),
+    ]
+    real_loss = model.proposer.loss
+
+    def fixed(out, data_samples, name='task'):
+        losses, _ = real_loss(out, data_samples, name)
+        return losses, matches
+
+    monkeypatch.setattr(model.proposer, 'loss', fixed)
+    captured = {}
+    real_outputs = model.region_outputs
+
+    def keep(*args, **kwargs):
+        out = real_outputs(*args, **kwargs)
+        out.retain_grad()
+        captured['regions'] = out
+        return out
+
+    monkeypatch.setattr(model, 'region_outputs', keep)
+    losses = model.loss(_images(2), samples, 'det')
+    regions = captured['regions']
+    classes = model.class_candidates('det')
+    picked = torch.stack([regions[0, 4], regions[0, 1], regions[1, 3]])
+    logits = (
+        model.loss_module.scale
+        * F.normalize(picked, dim=-1)
+        @ F.normalize(classes, dim=-1).t()
+    )
+    want = F.cross_entropy(logits, torch.tensor([0, 2, 1]))
+    assert torch.allclose(losses['det.loss'], want, atol=1e-6)
+    stage = [k for k in losses if k.startswith('det.proposal.')]
+    assert (
+        'det.proposal.loss_mask' in stage
+        and 'det.proposal.d0.loss_dice' in stage
+    )
+    losses['det.loss'].backward()
+    rows = regions.grad.abs().sum(-1) > 0
+    want_rows = torch.zeros(2, Q, dtype=torch.bool)
+    want_rows[0, [1, 4]] = True
+    want_rows[1, 3] = True
+    assert torch.equal(rows, want_rows)
+
+
+def test_images_without_instances(tokenizer_file):
+    model = _model(tokenizer_file)
+    model.train()
+    losses = model.loss(_images(2), _samples([[], []], [[], []]), 'det')
+    assert losses['det.loss'].item() == 0.0
+    assert losses['det.loss'].requires_grad
+    for k, v in losses.items():
+        assert torch.isfinite(v).all(), k
+    assert losses['det.proposal.loss_cls'] > 0  # "no object" still trains
+
+
+def test_real_matching_pairs_each_instance_once(tokenizer_file):
+    model = _model(tokenizer_file)
+    samples = _samples([[(0, 0, 16, 16), (32, 32, 60, 60)]], [[2, 0]])
+    maps = model.backbone_maps(_images(1))
+    out = model.proposer(maps, samples)
+    _, matches = model.proposer.loss(out, samples)
+    pos, gt = matches[0]
+    assert len(pos) == 2 and sorted(gt.tolist()) == [0, 1]
+    assert len(set(pos.tolist())) == 2
+
+
+# -------------------------------------------------------- prediction
+def test_predicted_scores_boxes_and_masks(tokenizer_file):
+    """Every kept (proposal, class) pair recomputed: the top pairs by
+    objectness x P(class | proposal), scored times the mask score, masks
+    at ori_shape, boxes their tight boxes; 'det' has no masks."""
+    model = _model(tokenizer_file)
+    ori = (48, 80)  # resized from 48 x 80 to 64 x 64
+    samples = _samples([[(0, 0, 16, 16)]], [[0]], ori=ori)
+    images = _images(1)
+    K = len(CLASSES)
+    with torch.no_grad():
+        maps = model.backbone_maps(images)
+        out = model.proposer(maps, samples)
+        obj = model.proposer.objectness(out['cls'][-1])[0]
+        regions = model.region_outputs(maps, out, 'seg')[0]
+        probs = model.loss_module.logits(
+            regions, model.class_candidates('seg')
+        ).softmax(-1)
+        mask = F.interpolate(
+            out['masks'][-1], size=(SIZE, SIZE), mode='bilinear'
+        )
+        mask = F.interpolate(mask, size=ori, mode='bilinear')[0]
+    binary = mask > 0
+    mscore = (mask.sigmoid() * binary).flatten(1).sum(1) / (
+        binary.flatten(1).sum(1) + 1e-6
+    )
+    for task, keep in (('seg', Q * K), ('det', 10)):
+        inst = model.predict(images, copy.deepcopy(samples), task)[0]
+        inst = inst.pred_instances
+        top, flat = (obj[:, None] * probs).flatten().topk(keep)
+        q, c = flat // K, flat % K
+        assert len(inst) == keep
+        assert torch.equal(inst.labels, c)
+        assert torch.allclose(inst.scores, top * mscore[q], atol=1e-6)
+        assert torch.equal(inst.bboxes, masks_to_boxes(binary[q]))
+        if task == 'seg':
+            assert torch.equal(inst.masks, binary[q])
+        else:
+            assert 'masks' not in inst
+
+
+def test_topk_proposals_reach_the_decoder(tokenizer_file):
+    model = _model(
+        tokenizer_file,
+        det=dict(type='detection', classes=CLASSES, topk=2, max_per_image=4),
+    )
+    samples = _samples([[(0, 0, 16, 16)]], [[0]])
+    inst = model.predict(_images(1), samples, 'det')[0].pred_instances
+    assert len(inst) == 4  # of 2 proposals x 3 classes
+
+
+# ---------------------------------------------------------- bad input
+def test_bad_region_tasks(tokenizer_file):
+    with pytest.raises(ValueError, match='need the region proposals'):
+        MODELS.build(_cfg(tokenizer_file, proposer=False))
+    with pytest.raises(ValueError, match=r'tasks\.det\.topk=7 proposals.*6'):
+        MODELS.build(
+            _cfg(
+                tokenizer_file,
+                det=dict(type='detection', classes=CLASSES, topk=7),
+            )
+        )
+    with pytest.raises(ValueError, match=r'tasks\.det\.max_per_image'):
+        MODELS.build(
+            _cfg(
+                tokenizer_file,
+                det=dict(type='detection', classes=CLASSES, max_per_image=0),
+            )
+        )
+    with pytest.raises(ValueError, match=r'tasks\.det\.classes: an empty'):
+        MODELS.build(
+            _cfg(tokenizer_file, det=dict(type='detection', classes=[]))
+        )
+    model = _model(tokenizer_file)
+    samples = _samples([[(0, 0, 16, 16)]], [[3]])  # 3 class names: 0..2
+    with pytest.raises(ValueError, match="task 'det' sample 0 has labels"):
+        model.loss(_images(1), samples, 'det')
+    samples = _samples([[(0, 0, 16, 16)]], [[0]])
+    del samples[0].gt_instances.masks
+    with pytest.raises(ValueError, match=r'with_mask=True'):
+        model.loss(_images(1), samples, 'det')
