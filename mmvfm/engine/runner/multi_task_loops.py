@@ -80,6 +80,19 @@ def _unwrap(model):
     return model.module if is_model_wrapper(model) else model
 
 
+def _check_task_data(runner, dataloaders) -> None:
+    """Let the model check each task's dataset (e.g. its class list
+    against the task's candidates): ``model.check_task_data(task,
+    metainfo)``, when the model defines it."""
+    check = getattr(_unwrap(runner.model), 'check_task_data', None)
+    if check is None:
+        return
+    for task, loader in dataloaders.items():
+        metainfo = getattr(getattr(loader, 'dataset', None), 'metainfo', None)
+        if metainfo is not None:
+            check(task, metainfo)
+
+
 def _model_tasks(runner) -> Optional[List[str]]:
     model = _unwrap(runner.model)
     tasks = getattr(model, 'tasks', None)
@@ -108,10 +121,11 @@ class MultiTaskIterBasedTrainLoop(IterBasedTrainLoop):
             ``IterBasedTrainLoop``.
 
     Raises at build time: tasks of the ratios, the dataloaders and the
-    model that differ; ``mixed`` with a task whose head runs a cross-rank
-    collective (the ranks would wait on each other in different heads and
-    deadlock); DDP without ``find_unused_parameters`` (each iteration
-    leaves the other tasks' heads unused).
+    model that differ; a dataset the model's ``check_task_data(task,
+    metainfo)`` refuses (when it has one); ``mixed`` with a task whose head
+    runs a cross-rank collective (the ranks would wait on each other in
+    different heads and deadlock); DDP without ``find_unused_parameters``
+    (each iteration leaves the other tasks' heads unused).
     """
 
     def __init__(
@@ -150,6 +164,7 @@ class MultiTaskIterBasedTrainLoop(IterBasedTrainLoop):
             task_ratios, strategy, runner.seed if seed is None else seed
         )
         self._check_tasks(runner)
+        _check_task_data(runner, self.dataloaders)
 
         self._max_iters = max_iters
         self._max_epochs = 1
@@ -294,6 +309,7 @@ class MultiTaskValLoop(BaseLoop):
             runner, dataloader, f'{self.mode}_dataloader'
         )
         self.dataloader = self.dataloaders
+        _check_task_data(runner, self.dataloaders)
         if (
             not isinstance(evaluator, dict)
             or 'type' in evaluator

@@ -270,6 +270,22 @@ class UniPerceiverV2(BaseModel):
         cfg = self.task_cfgs[task]
         return cfg['type'] == 'retrieval' and bool(cfg['gather'])
 
+    def check_task_data(self, task: str, metainfo: dict) -> None:
+        """A task's dataset declares the task's candidate class names, in
+        the same order (its labels index them); called by the multi-task
+        loops at build time. Datasets that declare no classes pass."""
+        cfg = self.task_cfgs.get(task)
+        if cfg is None or 'classes' not in cfg:
+            return
+        declared = (metainfo or {}).get('classes')
+        if declared and list(declared) != cfg['classes']:
+            raise ValueError(
+                f'task {task!r}: the dataset declares classes '
+                f'{list(declared)}, tasks.{task}.classes (the candidates its '
+                f'labels index) are {cfg["classes"]}: they must be the same '
+                'list in the same order'
+            )
+
     @property
     def tokenizer(self):
         """The ``BPETokenizer``, read from its file at first use."""

@@ -425,3 +425,35 @@ def test_caption_and_retrieval_task_in_the_val_loop(tiny_mt_cfg, toy_root):
     # every text embedded exactly as its own image: recall 100 both ways
     assert cap['cap/retrieval/i2t_R@1'] == pytest.approx(100.0)
     assert cap['cap/retrieval/t2i_R@1'] == pytest.approx(100.0)
+
+
+def test_loops_let_the_model_check_each_tasks_dataset(
+    tiny_mt_cfg, monkeypatch
+):
+    """A model with ``check_task_data(task, metainfo)`` sees every task's
+    dataset of the train and val loops at build time; its error stops the
+    run before the first iteration."""
+    from mmvfm.models.multi_task import MultiTaskModel
+
+    seen = []
+
+    def record(self, task, metainfo):
+        seen.append((task, tuple(metainfo.get('classes') or ())))
+
+    monkeypatch.setattr(
+        MultiTaskModel, 'check_task_data', record, raising=False
+    )
+    cfg = tiny_mt_cfg(max_iters=1, name='check_ok')
+    Runner.from_cfg(cfg).train()
+    tasks = sorted(cfg.train_dataloader)
+    assert sorted({t for t, _ in seen}) == tasks
+    assert len(seen) >= 2 * len(tasks)  # train and val loops
+    assert any(classes for _, classes in seen)
+
+    def refuse(self, task, metainfo):
+        raise ValueError(f'task {task!r}: refused')
+
+    monkeypatch.setattr(MultiTaskModel, 'check_task_data', refuse)
+    runner = Runner.from_cfg(tiny_mt_cfg(max_iters=1, name='check_bad'))
+    with pytest.raises(ValueError, match='refused'):
+        runner.train()

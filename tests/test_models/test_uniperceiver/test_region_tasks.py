@@ -410,3 +410,11 @@ def test_bad_region_tasks(tokenizer_file):
     del samples[0].gt_instances.masks
     with pytest.raises(ValueError, match=r'with_mask=True'):
         model.loss(_images(1), samples, 'det')
+
+
+def test_dataset_classes_must_be_the_candidates(tokenizer_file):
+    model = _model(tokenizer_file)
+    model.check_task_data('det', dict(classes=tuple(CLASSES)))
+    model.check_task_data('det', dict())  # declares none: passes
+    with pytest.raises(ValueError, match="task 'seg': the dataset declares"):
+        model.check_task_data('seg', dict(classes=CLASSES[::-1]))
