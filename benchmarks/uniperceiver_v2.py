@@ -14,9 +14,17 @@ the retrieval gather in a 2-process CPU step.
   gathered across the ranks (``gather=True``, the config) and without
   (each rank's own batch), interleaved; target: the gather adds < 10 % to
   the step.
+- ``--part proposals``: the five-task toy config's model, one detection
+  training step (batch ``--batch`` = 8 at 128 px, 1-4 box-shaped instances
+  per image) split by what it runs, interleaved: the backbone alone
+  (forward + backward of its map), backbone + proposal stage (Mask2Former's
+  losses), and the whole step (+ proposal tokens, decoder, class-name
+  candidates, the matched-proposal NLL); the proposal stage's share is
+  (backbone + stage - backbone) / whole.
 
     python benchmarks/uniperceiver_v2.py --part decoder [--threads 1]
     python benchmarks/uniperceiver_v2.py --part gather [--batch 32]
+    python benchmarks/uniperceiver_v2.py --part proposals [--batch 8]
 """
 
 import argparse
@@ -42,6 +50,11 @@ CONFIG = osp.join(
     'configs/uniperceiver_v2/'
     'uniperceiver-v2_vit-t8_cls-cap-ret_1xb32-1200i_toy-coco.py',
 )
+FIVE_TASKS = osp.join(
+    ROOT,
+    'configs/uniperceiver_v2/'
+    'uniperceiver-v2_vit-t8_five-tasks_1xb32-1500i_toy-coco.py',
+)
 WORDS = (
     'a an the large small tiny red green blue yellow circle square '
     'triangle ring cross at top bottom left right middle of image'
@@ -50,7 +63,9 @@ WORDS = (
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--part', choices=('decoder', 'gather'), required=True)
+    parser.add_argument(
+        '--part', choices=('decoder', 'gather', 'proposals'), required=True
+    )
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--repeats', type=int, default=7)
     parser.add_argument('--batch', type=int, default=None)
@@ -197,11 +212,102 @@ def bench_gather(args) -> None:
     )
 
 
+def _det_samples(batch: int, size: int, seed: int):
+    import numpy as np
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(batch):
+        n = int(rng.integers(1, 5))
+        masks = np.zeros((n, size, size), dtype=np.uint8)
+        boxes = []
+        for m in masks:
+            w, h = rng.integers(16, 64, size=2)
+            x, y = rng.integers(0, size - 64, size=2)
+            m[y : y + h, x : x + w] = 1
+            boxes.append([x, y, x + w, y + h])
+        s = DetDataSample(
+            metainfo=dict(
+                img_shape=(size, size),
+                ori_shape=(size, size),
+                batch_input_shape=(size, size),
+                pad_shape=(size, size),
+            )
+        )
+        s.gt_instances = InstanceData(
+            bboxes=torch.tensor(boxes, dtype=torch.float32),
+            labels=torch.from_numpy(rng.integers(0, 5, size=n)),
+            masks=BitmapMasks(masks, size, size),
+        )
+        samples.append(s)
+    return samples
+
+
+def bench_proposals(args) -> None:
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+
+    from mmvfm.models.language import train_bpe
+    from mmvfm.utils import register_all_modules
+
+    register_all_modules()
+    batch, size = args.batch or 8, 128
+    tokenizer = osp.join(tempfile.mkdtemp(), 'bpe.json')
+    train_bpe(_captions(2000, 0), tokenizer, vocab_size=512)
+    cfg = Config.fromfile(FIVE_TASKS)
+    cfg.model.tokenizer.file = tokenizer
+    cfg.model.pop('data_preprocessor')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.train()
+    images = torch.randn(batch, 3, size, size)
+    samples = _det_samples(batch, size, 0)
+
+    def backbone():
+        model.zero_grad(set_to_none=True)
+        model.backbone_maps(images)[-1].mean().backward()
+
+    def stage():
+        model.zero_grad(set_to_none=True)
+        maps = model.backbone_maps(images)
+        out = model.proposer(maps, samples)
+        losses, _ = model.proposer.loss(out, samples)
+        sum(losses.values()).backward()
+
+    def whole():
+        model.zero_grad(set_to_none=True)
+        losses = model.loss(images, samples, 'detection')
+        sum(v for k, v in losses.items() if 'loss' in k).backward()
+
+    t = interleaved_median(
+        dict(backbone=backbone, stage=stage, whole=whole),
+        repeats=args.repeats,
+    )
+    share = (t['stage'] - t['backbone']) / t['whole']
+    rest = (t['whole'] - t['stage']) / t['whole']
+    print(
+        f'detection training step of the five-task toy model, batch {batch} '
+        f'x {size} px, {torch.get_num_threads()} thread(s), medians:'
+    )
+    print(f'  backbone (ViT) fwd+bwd          : {t["backbone"] * 1e3:8.1f} ms')
+    print(f'  + proposal stage and its losses : {t["stage"] * 1e3:8.1f} ms')
+    print(f'  whole step                      : {t["whole"] * 1e3:8.1f} ms')
+    print(
+        f'  proposal stage share of the step: {100 * share:.1f} %; '
+        f'tokens + decoder + class objective: {100 * rest:.1f} %'
+    )
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.part == 'decoder':
         bench_decoder(args)
+    elif args.part == 'proposals':
+        bench_proposals(args)
     else:
         bench_gather(args)
 
