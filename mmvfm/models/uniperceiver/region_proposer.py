@@ -128,16 +128,26 @@ class RegionProposer(BaseModule):
                 ``batch_input_shape``).
 
         Returns:
-            dict: ``cls`` (list of (N, Q, 2) logits per decoder layer),
-            ``masks`` (list of (N, Q, h, w) mask logits per layer),
-            ``queries`` (N, Q, C) the last layer's query features.
+            dict: the proposal-stage interface :class:`UniPerceiverV2`
+            reads -- ``queries`` (N, Q, C) the last layer's query features,
+            ``mask_logits`` (N, Q, h, w) its masks, ``boxes`` (N, Q, 4)
+            normalised ``(cx, cy, w, h)`` (no gradient), ``objectness``
+            (N, Q) -- and, for :meth:`loss`, ``cls`` / ``masks``: the
+            (N, Q, 2) logits and (N, Q, h, w) masks of every decoder layer.
         """
         x = self.neck(tuple(feats)) if self.neck is not None else feats
         self._recorded = []
         cls, masks = self.head(tuple(x), data_samples)
         queries = self._recorded[-1]
         self._recorded = []
-        return dict(cls=cls, masks=masks, queries=queries)
+        return dict(
+            queries=queries,
+            mask_logits=masks[-1],
+            boxes=self.normalized_boxes(masks[-1]),
+            objectness=self.objectness(cls[-1]),
+            cls=cls,
+            masks=masks,
+        )
 
     @staticmethod
     def objectness(cls_logits: Tensor) -> Tensor:

@@ -333,8 +333,8 @@ class UniPerceiverV2(BaseModel):
         (e.g. the top-k by objectness).
         """
         queries = proposals['queries']
-        masks = proposals['masks'][-1]
-        boxes = self.proposer.normalized_boxes(masks)
+        masks = proposals['mask_logits']
+        boxes = proposals['boxes']
         if index is not None:
             take = index[..., None]
             queries = queries.gather(1, take.expand(-1, -1, queries.shape[-1]))
@@ -711,7 +711,7 @@ class UniPerceiverV2(BaseModel):
         cfg = self.task_cfgs[task]
         maps = self.backbone_maps(inputs)
         proposals = self.proposer(maps, data_samples)
-        objectness = self.proposer.objectness(proposals['cls'][-1])  # N, Q
+        objectness = proposals['objectness']  # N, Q
         index = None
         if cfg['topk'] is not None:
             index = objectness.topk(cfg['topk'], dim=1).indices
@@ -722,7 +722,7 @@ class UniPerceiverV2(BaseModel):
         ).softmax(-1)
         K = probs.shape[-1]
         probs = probs.view(*regions.shape[:2], K)
-        masks = proposals['masks'][-1]
+        masks = proposals['mask_logits']
         if index is not None:
             masks = masks[torch.arange(len(index))[:, None], index]
         pad_h, pad_w = data_samples[0].metainfo['batch_input_shape']

@@ -238,6 +238,12 @@ def test_proposer_is_class_agnostic_and_records_the_last_queries():
     assert torch.allclose(head.cls_embed(out['queries']), out['cls'][-1])
     # and not those of an earlier layer
     assert not torch.allclose(head.cls_embed(out['queries']), out['cls'][-2])
+    # the interface the model reads
+    assert torch.equal(out['mask_logits'], out['masks'][-1])
+    assert torch.equal(out['objectness'], out['cls'][-1].softmax(-1)[..., 0])
+    assert torch.equal(
+        out['boxes'], proposer.normalized_boxes(out['masks'][-1])
+    )
 
 
 def test_normalized_boxes_of_masks():
@@ -342,13 +348,13 @@ def test_predicted_scores_boxes_and_masks(tokenizer_file):
     with torch.no_grad():
         maps = model.backbone_maps(images)
         out = model.proposer(maps, samples)
-        obj = model.proposer.objectness(out['cls'][-1])[0]
+        obj = out['objectness'][0]
         regions = model.region_outputs(maps, out, 'seg')[0]
         probs = model.loss_module.logits(
             regions, model.class_candidates('seg')
         ).softmax(-1)
         mask = F.interpolate(
-            out['masks'][-1], size=(SIZE, SIZE), mode='bilinear'
+            out['mask_logits'], size=(SIZE, SIZE), mode='bilinear'
         )
         mask = F.interpolate(mask, size=ori, mode='bilinear')[0]
     binary = mask > 0
