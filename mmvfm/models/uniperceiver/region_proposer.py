@@ -80,6 +80,8 @@ class RegionProposer(BaseModule):
     init_cfg (dict, optional): initialisation config.
     """
 
+    box_from_masks = True  # no box branch: boxes are the masks' tight boxes
+
     def __init__(
         self,
         head: dict,
@@ -111,6 +113,7 @@ class RegionProposer(BaseModule):
         self.neck = MODELS.build(neck) if neck is not None else None
         self.head = MODELS.build(head)
         self.num_queries = self.head.num_queries
+        self.query_dims = self.head.transformer_decoder.embed_dims
         self._recorded: List[Tensor] = []
         self.head.transformer_decoder.post_norm.register_forward_hook(
             self._record

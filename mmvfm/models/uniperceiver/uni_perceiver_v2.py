@@ -52,6 +52,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.registry import MODELS, TASK_UTILS
+from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmengine.dist import get_dist_info
 from mmengine.model import BaseModel
 from mmengine.structures import BaseDataElement, InstanceData
@@ -244,7 +245,7 @@ class UniPerceiverV2(BaseModel):
                         f'tasks.{n}.topk={topk} proposals, the proposal '
                         f'stage makes {Q} (its num_queries) per image'
                     )
-            q_dims = self.proposer.head.transformer_decoder.embed_dims
+            q_dims = self.proposer.query_dims
             self.sem_proj = nn.Sequential(
                 nn.Linear(q_dims, dims), nn.LayerNorm(dims)
             )
@@ -706,7 +707,10 @@ class UniPerceiverV2(BaseModel):
         image has fewer pairs); with ``topk`` only that many proposals,
         the most object-like, reach the decoder. Masks: the logits
         upsampled to the padded batch, cropped to ``img_shape``, resized to
-        ``ori_shape``, > 0; boxes: their tight boxes.
+        ``ori_shape``, > 0; boxes: their tight boxes, or, for a stage with a
+        box branch (``proposer.box_from_masks`` False: MaskDINO-like), the
+        branch's boxes (normalised by ``img_shape``) rescaled to
+        ``ori_shape``.
         """
         cfg = self.task_cfgs[task]
         maps = self.backbone_maps(inputs)
@@ -722,9 +726,11 @@ class UniPerceiverV2(BaseModel):
         ).softmax(-1)
         K = probs.shape[-1]
         probs = probs.view(*regions.shape[:2], K)
-        masks = proposals['mask_logits']
+        masks, boxes = proposals['mask_logits'], proposals['boxes']
         if index is not None:
             masks = masks[torch.arange(len(index))[:, None], index]
+            boxes = boxes.gather(1, index[..., None].expand(-1, -1, 4))
+        from_masks = getattr(self.proposer, 'box_from_masks', True)
         pad_h, pad_w = data_samples[0].metainfo['batch_input_shape']
         masks = F.interpolate(
             masks, size=(pad_h, pad_w), mode='bilinear', align_corners=False
@@ -744,8 +750,17 @@ class UniPerceiverV2(BaseModel):
             mask_score = (logits.sigmoid() * binary).flatten(1).sum(1) / (
                 binary.flatten(1).sum(1) + 1e-6
             )
+            if from_masks:
+                bboxes = masks_to_boxes(binary)
+            else:
+                bboxes = bbox_cxcywh_to_xyxy(boxes[i, query])
+                bboxes = bboxes * bboxes.new_tensor([w, h, w, h])
+                sx, sy = sample.metainfo.get('scale_factor', (1.0, 1.0))
+                bboxes = bboxes / bboxes.new_tensor([sx, sy, sx, sy])
+                bboxes[:, 0::2] = bboxes[:, 0::2].clamp(0, ow)
+                bboxes[:, 1::2] = bboxes[:, 1::2].clamp(0, oh)
             result = InstanceData(
-                bboxes=masks_to_boxes(binary),
+                bboxes=bboxes,
                 labels=label,
                 scores=top * mask_score,
             )
