@@ -158,6 +158,51 @@ def _is_captions_dataset(dataset: dict) -> bool:
     )
 
 
+def _is_list_file_dataset(dataset: dict) -> bool:
+    """Whether a dataset config is an mmpretrain ``CustomDataset`` (e.g.
+    ``ImageNet``) reading a ``.txt`` list of ``path label`` lines."""
+    from mmdet.registry import DATASETS
+
+    try:
+        dataset_cls = DATASETS.get(dataset['type'])
+    except KeyError:
+        return False
+    try:
+        from mmpretrain.datasets import CustomDataset
+    except ImportError:  # pragma: no cover - mmpretrain is a dependency
+        return False
+    return (
+        isinstance(dataset_cls, type)
+        and issubclass(dataset_cls, CustomDataset)
+        and str(dataset.get('ann_file', '')).endswith('.txt')
+    )
+
+
+def _list_file_for_classes(
+    toy_cls: str, toy_root: str, out_ann: str, img_dir: str, classes
+) -> None:
+    """Write the toy classification set (OpenMMLab 2.0 json ``toy_cls``) as
+    an mmpretrain list file ``out_ann`` (``file label`` lines, files
+    relative to ``img_dir``, copied there), toy label k of 5 mapped to class
+    ``round(k * (K - 1) / 4)`` of ``classes``."""
+    with open(toy_cls) as f:
+        data = json.load(f)
+    num = len(classes)
+    toy_num = max(len(data['metainfo']['classes']) - 1, 1)
+    os.makedirs(img_dir, exist_ok=True)
+    lines = []
+    for item in data['data_list']:
+        name = osp.basename(item['img_path'])
+        shutil.copyfile(
+            osp.join(toy_root, item['img_path']), osp.join(img_dir, name)
+        )
+        label = round(int(item['gt_label']) * (num - 1) / toy_num)
+        lines.append(f'{name} {label}')
+    os.makedirs(osp.dirname(out_ann), exist_ok=True)
+    with open(out_ann, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+
+
 def _copy_images(coco: dict, toy_root: str, img_dir: str) -> None:
     """Copy the images of a toy COCO dict into ``img_dir``, in place
     (``file_name`` = the base name)."""
@@ -241,7 +286,11 @@ def _point_at_toy_data(
             toy_root,
         )
     prefix = dataset.get('data_prefix') or {}
-    img_prefix = prefix.get('img', '') if isinstance(prefix, dict) else prefix
+    img_prefix = (
+        prefix.get('img', prefix.get('img_path', ''))
+        if isinstance(prefix, dict)
+        else prefix
+    )
     toy_split = 'train' if split == 'train' else 'val'
     out_ann = osp.join(out_root, rel_ann)
     captions = _is_captions_dataset(dataset)
@@ -253,6 +302,22 @@ def _point_at_toy_data(
             'METAINFO) to write a COCO-format toy file for'
         )
     img_dir = osp.join(out_root, img_prefix or toy_split)
+    if _is_list_file_dataset(dataset):
+        if not osp.isfile(out_ann):
+            _list_file_for_classes(
+                osp.join(
+                    toy_root, 'annotations', f'classification_{toy_split}.json'
+                ),
+                toy_root,
+                out_ann,
+                img_dir,
+                classes,
+            )
+        dataset['data_root'] = out_root
+        dataset['ann_file'] = rel_ann
+        if not img_prefix:
+            dataset['data_prefix'] = toy_split
+        return osp.join(old_root, ann_file), out_ann, old_root, out_root
     if not osp.isfile(out_ann) and captions:
         _coco_captions(
             osp.join(toy_root, 'annotations', f'captions_{toy_split}.json'),

@@ -99,6 +99,32 @@ class GlobalTokens(nn.Module):
         return self.norm(out)
 
 
+def _dataset_classes(task: str, dataset: str) -> List[str]:
+    """The ``METAINFO['classes']`` of a registered dataset type (e.g.
+    ``'CocoDataset'``, ``'mmpretrain.ImageNet'``). A name the list repeats
+    (ImageNet's 'crane', bird and machine; 'maillot') gets its occurrence
+    number from the second on ('crane (2)'), as candidates must differ."""
+    from mmdet.registry import DATASETS
+
+    try:
+        dataset_cls = DATASETS.get(dataset)
+    except KeyError:
+        dataset_cls = None
+    classes = getattr(dataset_cls, 'METAINFO', {}).get('classes')
+    if not classes:
+        raise ValueError(
+            f'tasks.{task}.classes={dataset!r}: no registered dataset of '
+            'that type with METAINFO classes (give a list of names, or a '
+            "dataset type such as 'CocoDataset' or 'mmpretrain.ImageNet')"
+        )
+    seen: Dict[str, int] = {}
+    names = []
+    for c in classes:
+        seen[c] = seen.get(c, 0) + 1
+        names.append(c if seen[c] == 1 else f'{c} ({seen[c]})')
+    return names
+
+
 def _check_task(name: str, cfg: dict) -> dict:
     cfg = dict(cfg)
     kind = cfg.get('type')
@@ -118,6 +144,8 @@ def _check_task(name: str, cfg: dict) -> dict:
                 )
     if kind in ('classification',) + REGION_TASKS:
         classes = cfg.get('classes')
+        if isinstance(classes, str):  # a registered dataset's class names
+            cfg['classes'] = classes = _dataset_classes(name, classes)
         if not classes:
             raise ValueError(
                 f'tasks.{name}.classes: an empty class list (the '
@@ -161,7 +189,9 @@ class UniPerceiverV2(BaseModel):
     tokenizer (dict): a :class:`BPETokenizer` config (read at first use).
     decoder (dict): a :class:`TaskAgnosticDecoder` config.
     tasks (dict): task name -> ``dict(type=..., loss_weight=1.0, ...)``
-        (module doc): ``classes`` / ``template`` (classification),
+        (module doc): ``classes`` (names, or a registered dataset type
+        whose ``METAINFO`` classes to take) / ``template`` (classification,
+        detection, instance segmentation),
         ``gather`` (retrieval), ``decode_cfg`` (captioning:
         ``mode='greedy'|'beam'``, ``max_length``, ``beam_size``,
         ``length_penalty``).

@@ -424,3 +424,24 @@ def test_dataset_classes_must_be_the_candidates(tokenizer_file):
     model.check_task_data('det', dict())  # declares none: passes
     with pytest.raises(ValueError, match="task 'seg': the dataset declares"):
         model.check_task_data('seg', dict(classes=CLASSES[::-1]))
+
+
+def test_classes_of_a_registered_dataset(tokenizer_file):
+    from mmdet.datasets import CocoDataset
+
+    cfg = _cfg(
+        tokenizer_file,
+        det=dict(type='detection', classes='CocoDataset'),
+        cls=dict(type='classification', classes='mmpretrain.ImageNet'),
+    )
+    model = MODELS.build(cfg)
+    assert model.task_cfgs['det']['classes'] == list(
+        CocoDataset.METAINFO['classes']
+    )
+    names = model.task_cfgs['cls']['classes']
+    assert len(names) == 1000 and len(set(names)) == 1000
+    assert 'crane' in names and 'crane (2)' in names  # bird, machine
+    with pytest.raises(ValueError, match=r"tasks\.det\.classes='NoSuch'"):
+        MODELS.build(
+            _cfg(tokenizer_file, det=dict(type='detection', classes='NoSuch'))
+        )
