@@ -99,11 +99,23 @@ class GlobalTokens(nn.Module):
         return self.norm(out)
 
 
+SYNONYMS = ('all', 'first')
+
+
+def _candidate_names(classes: Sequence[str], synonyms: str) -> List[str]:
+    """A dataset's class names as candidates: all of each name, or its
+    first synonym (ImageNet's 'great white shark, white shark, man-eater,
+    ...' -> 'great white shark'), then a name the list repeats (ImageNet's
+    'crane', bird and machine) numbered from its second occurrence on
+    ('crane (2)'), as candidates must differ."""
+    if synonyms == 'first':
+        classes = [c.split(',')[0].strip() for c in classes]
+    return _numbered(classes)
+
+
 def _dataset_classes(task: str, dataset: str) -> List[str]:
     """The ``METAINFO['classes']`` of a registered dataset type (e.g.
-    ``'CocoDataset'``, ``'mmpretrain.ImageNet'``). A name the list repeats
-    (ImageNet's 'crane', bird and machine; 'maillot') gets its occurrence
-    number from the second on ('crane (2)'), as candidates must differ."""
+    ``'CocoDataset'``, ``'mmpretrain.ImageNet'``)."""
     from mmdet.registry import DATASETS
 
     try:
@@ -117,6 +129,12 @@ def _dataset_classes(task: str, dataset: str) -> List[str]:
             'that type with METAINFO classes (give a list of names, or a '
             "dataset type such as 'CocoDataset' or 'mmpretrain.ImageNet')"
         )
+    return list(classes)
+
+
+def _numbered(classes: Sequence[str]) -> List[str]:
+    """``classes`` with each repeated name numbered from its second
+    occurrence on (``'crane'``, ``'crane (2)'``)."""
     seen: Dict[str, int] = {}
     names = []
     for c in classes:
@@ -144,8 +162,18 @@ def _check_task(name: str, cfg: dict) -> dict:
                 )
     if kind in ('classification',) + REGION_TASKS:
         classes = cfg.get('classes')
+        synonyms = cfg.setdefault('synonyms', 'all')
+        if synonyms not in SYNONYMS:
+            raise ValueError(
+                f'tasks.{name}.synonyms must be one of {SYNONYMS}, got '
+                f'{synonyms!r}'
+            )
         if isinstance(classes, str):  # a registered dataset's class names
-            cfg['classes'] = classes = _dataset_classes(name, classes)
+            classes = _candidate_names(
+                _dataset_classes(name, classes), synonyms
+            )
+        elif classes and synonyms == 'first':
+            classes = _candidate_names(classes, synonyms)
         if not classes:
             raise ValueError(
                 f'tasks.{name}.classes: an empty class list (the '
@@ -190,8 +218,10 @@ class UniPerceiverV2(BaseModel):
     decoder (dict): a :class:`TaskAgnosticDecoder` config.
     tasks (dict): task name -> ``dict(type=..., loss_weight=1.0, ...)``
         (module doc): ``classes`` (names, or a registered dataset type
-        whose ``METAINFO`` classes to take) / ``template`` (classification,
-        detection, instance segmentation),
+        whose ``METAINFO`` classes to take; a repeated name is numbered,
+        'crane (2)'), ``synonyms`` (``'all'`` of a comma-separated name or
+        its ``'first'``) and ``template`` (classification, detection,
+        instance segmentation),
         ``gather`` (retrieval), ``decode_cfg`` (captioning:
         ``mode='greedy'|'beam'``, ``max_length``, ``beam_size``,
         ``length_penalty``).
@@ -304,18 +334,34 @@ class UniPerceiverV2(BaseModel):
     def check_task_data(self, task: str, metainfo: dict) -> None:
         """A task's dataset declares the task's candidate class names, in
         the same order (its labels index them); called by the multi-task
-        loops at build time. Datasets that declare no classes pass."""
+        loops at build time. Datasets that declare no classes pass; a name
+        the dataset repeats is compared numbered ('crane (2)')."""
         cfg = self.task_cfgs.get(task)
         if cfg is None or 'classes' not in cfg:
             return
         declared = (metainfo or {}).get('classes')
-        if declared and list(declared) != cfg['classes']:
-            raise ValueError(
-                f'task {task!r}: the dataset declares classes '
-                f'{list(declared)}, tasks.{task}.classes (the candidates its '
-                f'labels index) are {cfg["classes"]}: they must be the same '
-                'list in the same order'
-            )
+        if not declared:
+            return
+        # as the candidates were made from a dataset's names
+        declared = _candidate_names(list(declared), cfg['synonyms'])
+        want = cfg['classes']
+        if declared == want:
+            return
+        first = next(
+            (i for i, (a, b) in enumerate(zip(declared, want)) if a != b),
+            min(len(declared), len(want)),
+        )
+
+        def at(names):
+            return repr(names[first]) if first < len(names) else 'none'
+
+        raise ValueError(
+            f'task {task!r}: the dataset declares {len(declared)} classes, '
+            f'tasks.{task}.classes (the candidates its labels index) has '
+            f'{len(want)}; first difference at index {first}: dataset '
+            f'{at(declared)}, candidates {at(want)}. They must be the same '
+            'list in the same order'
+        )
 
     @property
     def tokenizer(self):

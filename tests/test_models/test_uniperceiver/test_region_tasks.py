@@ -422,8 +422,15 @@ def test_dataset_classes_must_be_the_candidates(tokenizer_file):
     model = _model(tokenizer_file)
     model.check_task_data('det', dict(classes=tuple(CLASSES)))
     model.check_task_data('det', dict())  # declares none: passes
-    with pytest.raises(ValueError, match="task 'seg': the dataset declares"):
+    with pytest.raises(
+        ValueError,
+        match="task 'seg'.*index 0: dataset 'triangle', candidates 'circle'",
+    ):
         model.check_task_data('seg', dict(classes=CLASSES[::-1]))
+    with pytest.raises(
+        ValueError, match="index 3: dataset 'ring', candidates none"
+    ):
+        model.check_task_data('seg', dict(classes=CLASSES + ['ring']))
 
 
 def test_classes_of_a_registered_dataset(tokenizer_file):
@@ -441,6 +448,30 @@ def test_classes_of_a_registered_dataset(tokenizer_file):
     names = model.task_cfgs['cls']['classes']
     assert len(names) == 1000 and len(set(names)) == 1000
     assert 'crane' in names and 'crane (2)' in names  # bird, machine
+    from mmpretrain.datasets import ImageNet
+
+    # the dataset's own (repeating) list passes the build-time check
+    model.check_task_data('cls', dict(classes=ImageNet.METAINFO['classes']))
+    first = MODELS.build(
+        _cfg(
+            tokenizer_file,
+            cls=dict(
+                type='classification',
+                classes='mmpretrain.ImageNet',
+                synonyms='first',
+            ),
+        )
+    )
+    names = first.task_cfgs['cls']['classes']
+    assert names[2] == 'great white shark' and len(set(names)) == 1000
+    first.check_task_data('cls', dict(classes=ImageNet.METAINFO['classes']))
+    with pytest.raises(ValueError, match=r'tasks\.cls\.synonyms must be'):
+        MODELS.build(
+            _cfg(
+                tokenizer_file,
+                cls=dict(type='classification', classes=CLASSES, synonyms='x'),
+            )
+        )
     with pytest.raises(ValueError, match=r"tasks\.det\.classes='NoSuch'"):
         MODELS.build(
             _cfg(tokenizer_file, det=dict(type='detection', classes='NoSuch'))
