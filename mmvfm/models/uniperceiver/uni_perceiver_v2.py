@@ -416,7 +416,9 @@ class UniPerceiverV2(BaseModel):
             take = index[..., None]
             queries = queries.gather(1, take.expand(-1, -1, queries.shape[-1]))
             boxes = boxes.gather(1, take.expand(-1, -1, 4))
-            masks = masks[torch.arange(len(index))[:, None], index]
+            masks = masks[
+                torch.arange(len(index), device=index.device)[:, None], index
+            ]
         tokens = self.proposal_tokens(self.sem_proj(queries), boxes, masks)
         G = 0
         if self.global_tokens is not None:
@@ -789,6 +791,15 @@ class UniPerceiverV2(BaseModel):
         ``ori_shape``.
         """
         cfg = self.task_cfgs[task]
+        if not data_samples or 'batch_input_shape' not in (
+            data_samples[0].metainfo
+        ):
+            raise ValueError(
+                f'UniPerceiverV2: task {task!r} predicts boxes and masks at '
+                "each image's ori_shape: it needs the data samples with "
+                "their metainfo ('batch_input_shape', 'img_shape', "
+                "'ori_shape'; DetDataPreprocessor sets the first)"
+            )
         maps = self.backbone_maps(inputs)
         proposals = self.proposer(maps, data_samples)
         objectness = proposals['objectness']  # N, Q
@@ -804,7 +815,9 @@ class UniPerceiverV2(BaseModel):
         probs = probs.view(*regions.shape[:2], K)
         masks, boxes = proposals['mask_logits'], proposals['boxes']
         if index is not None:
-            masks = masks[torch.arange(len(index))[:, None], index]
+            masks = masks[
+                torch.arange(len(index), device=index.device)[:, None], index
+            ]
             boxes = boxes.gather(1, index[..., None].expand(-1, -1, 4))
         from_masks = getattr(self.proposer, 'box_from_masks', True)
         pad_h, pad_w = data_samples[0].metainfo['batch_input_shape']

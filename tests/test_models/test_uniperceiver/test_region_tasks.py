@@ -412,6 +412,8 @@ def test_bad_region_tasks(tokenizer_file):
     samples = _samples([[(0, 0, 16, 16)]], [[3]])  # 3 class names: 0..2
     with pytest.raises(ValueError, match="task 'det' sample 0 has labels"):
         model.loss(_images(1), samples, 'det')
+    with pytest.raises(ValueError, match='needs the data samples'):
+        model.predict(_images(1), None, 'det')
     samples = _samples([[(0, 0, 16, 16)]], [[0]])
     del samples[0].gt_instances.masks
     with pytest.raises(ValueError, match=r'with_mask=True'):
