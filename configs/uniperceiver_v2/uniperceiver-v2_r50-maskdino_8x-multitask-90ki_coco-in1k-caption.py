@@ -103,9 +103,15 @@ model = dict(
             type='classification',
             classes='mmpretrain.ImageNet',
             synonyms='first',
+            # every name in the softmax, 256 with gradient per step (the
+            # batch's labels + random others): OURS, for memory
+            grad_candidates=256,
         ),
         captioning=dict(
             type='captioning',
+            # the whole vocabulary in the softmax, 1024 words with gradient
+            # per step (the batch's words + random others): OURS, for memory
+            grad_candidates=1024,
             decode_cfg=dict(
                 mode='beam', beam_size=3, max_length=20, length_penalty=0.6
             ),

@@ -46,7 +46,7 @@ the task with it).
 """
 
 import copy
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -151,6 +151,14 @@ def _check_task(name: str, cfg: dict) -> dict:
             f'tasks.{name}.type must be one of {TASK_TYPES}, got {kind!r}'
         )
     cfg.setdefault('loss_weight', 1.0)
+    cfg.setdefault('grad_candidates', None)
+    cfg.setdefault('candidate_chunk', 1024)
+    for key in ('grad_candidates', 'candidate_chunk'):
+        value = cfg[key]
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(
+                f'tasks.{name}.{key} must be a positive int, got {value!r}'
+            )
     if kind in REGION_TASKS:
         cfg.setdefault('max_per_image', 100)
         cfg.setdefault('topk', None)
@@ -224,7 +232,9 @@ class UniPerceiverV2(BaseModel):
         instance segmentation),
         ``gather`` (retrieval), ``decode_cfg`` (captioning:
         ``mode='greedy'|'beam'``, ``max_length``, ``beam_size``,
-        ``length_penalty``).
+        ``length_penalty``); every task with candidates:
+        ``grad_candidates`` (how many carry gradient per step, default all)
+        and ``candidate_chunk`` (:meth:`_candidates`).
     image_channels (int): the backbone's channels C.
     num_global (int): global image tokens.
     global_heads (int): heads of each global token's pooling.
@@ -459,10 +469,58 @@ class UniPerceiverV2(BaseModel):
             tokens, modality, self.task_index[task], key_padding_mask=pad
         )
 
-    def class_candidates(self, task: str) -> Tensor:
-        """The class-name candidates (K, dims) of a classification task;
-        a name that does not fit the tokenizer's ``max_length`` is an
-        error naming it (it would be truncated into another name)."""
+    def _candidates(
+        self,
+        encode: Callable[[Tensor], Tensor],
+        num: int,
+        task: str,
+        targets: Optional[Tensor] = None,
+    ) -> Tensor:
+        """All ``num`` candidates ``encode(index) -> (len(index), dims)``.
+
+        With ``tasks.<task>.grad_candidates = G`` while gradients are on,
+        every candidate is computed (the likelihood stays over the whole
+        set) but only G of them with gradient -- the ``targets`` (candidate
+        indices of this batch), then others drawn at random -- and the rest
+        without, ``candidate_chunk`` at a time (OURS, for memory: 30k words
+        or 1000 ImageNet names through the text encoder and the decoder
+        with gradient do not fit). ``None`` (default): all with gradient.
+        Without gradients (evaluation) the candidates are chunked.
+        """
+        cfg = self.task_cfgs[task]
+        device = self.loss_module.logit_scale.device
+        index = torch.arange(num, device=device)
+        chunk = cfg['candidate_chunk']
+        grad = cfg['grad_candidates']
+        if torch.is_grad_enabled() and (grad is None or grad >= num):
+            return encode(index)
+
+        def chunked() -> Tensor:
+            return torch.cat(
+                [encode(index[i : i + chunk]) for i in range(0, num, chunk)]
+            )
+
+        if not torch.is_grad_enabled():
+            return chunked()
+        chosen = torch.zeros(num, dtype=torch.bool, device=device)
+        if targets is not None and targets.numel():
+            chosen[targets.reshape(-1).to(device)] = True
+        others = index[~chosen]
+        extra = max(grad - int(chosen.sum()), 0)
+        perm = torch.randperm(len(others), device=device)[:extra]
+        chosen[others[perm]] = True
+        with torch.no_grad():
+            out = chunked()
+        picked = index[chosen]
+        return out.index_put((picked,), encode(picked))
+
+    def class_candidates(
+        self, task: str, targets: Optional[Tensor] = None
+    ) -> Tensor:
+        """The class-name candidates (K, dims) of a classification task
+        (``targets``: the batch's labels, for ``grad_candidates``); a name
+        that does not fit the tokenizer's ``max_length`` is an error naming
+        it (it would be truncated into another name)."""
         cfg = self.task_cfgs[task]
         texts = [cfg['template'].format(c) for c in cfg['classes']]
         limit = self.tokenizer.max_length
@@ -474,7 +532,12 @@ class UniPerceiverV2(BaseModel):
                     f'with <bos>/<eos>, the tokenizer keeps {limit}: it '
                     'cannot be encoded whole'
                 )
-        return self.represent_texts(texts, task)
+        return self._candidates(
+            lambda i: self.represent_texts([texts[j] for j in i], task),
+            len(texts),
+            task,
+            targets,
+        )
 
     def word_ids(self) -> Tensor:
         """The vocabulary ids that are caption candidates (V',): every id
@@ -487,15 +550,24 @@ class UniPerceiverV2(BaseModel):
             device=self.loss_module.logit_scale.device,
         )
 
-    def vocab_candidates(self, task: str) -> Tensor:
+    def vocab_candidates(
+        self, task: str, targets: Optional[Tensor] = None
+    ) -> Tensor:
         """Each candidate word's ``g(f(word))`` (V', dims), in the order of
         :meth:`word_ids`: the word as the text ``<bos> word`` through the
-        text encoder and the decoder."""
+        text encoder and the decoder (``targets``: the batch's candidate
+        indices, for ``grad_candidates``)."""
         words = self.word_ids()
         ids = torch.stack([torch.full_like(words, BOS), words], dim=1)
-        tokens = self.text_tokens(ids)
         modality = torch.full((2,), TEXT_TYPE, device=ids.device)
-        return self.decoder.represent(tokens, modality, self.task_index[task])
+
+        def encode(index: Tensor) -> Tensor:
+            tokens = self.text_tokens(ids[index])
+            return self.decoder.represent(
+                tokens, modality, self.task_index[task]
+            )
+
+        return self._candidates(encode, len(words), task, targets)
 
     def caption_outputs(
         self, image_tokens: Tensor, prefix: Tensor, task: str
@@ -572,10 +644,9 @@ class UniPerceiverV2(BaseModel):
 
     def loss_classification(self, inputs, data_samples, task) -> Tensor:
         images = self.represent_images(inputs, task)
-        classes = self.class_candidates(task)
-        return self.loss_module(
-            images, classes, self._labels(data_samples, task)
-        )
+        labels = self._labels(data_samples, task)
+        classes = self.class_candidates(task, labels)
+        return self.loss_module(images, classes, labels)
 
     def loss_retrieval(self, inputs, data_samples, task) -> Tensor:
         images = self.represent_images(inputs, task)
@@ -613,7 +684,7 @@ class UniPerceiverV2(BaseModel):
         index[words] = torch.arange(len(words), device=ids.device)
         targets = index[ids[:, 1:]]
         weight = (~pad[:, 1:]).to(outputs.dtype)
-        vocab = self.vocab_candidates(task)
+        vocab = self.vocab_candidates(task, targets[~pad[:, 1:]])
         return self.loss_module(
             outputs.flatten(0, 1),
             vocab,
@@ -659,8 +730,9 @@ class UniPerceiverV2(BaseModel):
         picked = torch.cat(picked)
         if len(picked) == 0:
             return regions.sum() * 0.0, stage_losses
+        targets = torch.cat(targets)
         nll = self.loss_module(
-            picked, self.class_candidates(task), torch.cat(targets)
+            picked, self.class_candidates(task, targets), targets
         )
         return nll, stage_losses
 

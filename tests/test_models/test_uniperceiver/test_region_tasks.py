@@ -478,3 +478,39 @@ def test_classes_of_a_registered_dataset(tokenizer_file):
         MODELS.build(
             _cfg(tokenizer_file, det=dict(type='detection', classes='NoSuch'))
         )
+
+
+def test_grad_candidates_keep_the_likelihood_exact(tokenizer_file):
+    """grad_candidates: every candidate in the softmax, gradient through the
+    targets plus random others only; the loss value is unchanged."""
+    model = _model(tokenizer_file)
+    model.task_cfgs['det'].update(grad_candidates=2, candidate_chunk=2)
+    table = torch.nn.Parameter(torch.randn(7, 4))
+    out = model._candidates(
+        lambda i: table[i] * 1.0, 7, 'det', torch.tensor([5])
+    )
+    assert torch.equal(out, table.detach())
+    out.sum().backward()
+    rows = table.grad.abs().sum(1) > 0
+    assert int(rows.sum()) == 2 and bool(rows[5])
+    with torch.no_grad():  # evaluation: chunked, no gradient
+        assert torch.equal(
+            model._candidates(lambda i: table[i], 7, 'det'), table.detach()
+        )
+    # through the model: same region loss with 1 or all with gradient
+    samples = _samples([[(0, 0, 16, 16), (32, 32, 60, 60)]], [[2, 0]])
+    images = _images(1)
+    model.task_cfgs['det'].update(grad_candidates=None)
+    torch.manual_seed(3)
+    full = model.loss(images, samples, 'det')['det.loss']
+    model.task_cfgs['det'].update(grad_candidates=1, candidate_chunk=1)
+    torch.manual_seed(3)
+    part = model.loss(images, samples, 'det')['det.loss']
+    assert torch.allclose(full, part, atol=1e-6)
+    with pytest.raises(ValueError, match=r'tasks\.det\.grad_candidates'):
+        MODELS.build(
+            _cfg(
+                tokenizer_file,
+                det=dict(type='detection', classes=CLASSES, grad_candidates=0),
+            )
+        )
