@@ -29,7 +29,7 @@ The tokenizer file is read at the first forward, never at build, so every
 config builds (also on the meta device) without it.
 """
 
-from typing import List, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -39,6 +39,7 @@ from mmengine.model import BaseModel
 from mmengine.structures import BaseDataElement
 from torch import Tensor
 
+from ..language.captions import one_caption_each, sample_captions
 from .prompts import DEFAULT_TEMPLATES, check_templates, class_prompts
 
 
@@ -198,19 +199,6 @@ class CLIP(BaseModel):
 
     # ---- BaseModel -----------------------------------------------------
 
-    @staticmethod
-    def _captions(sample, index: int) -> List[str]:
-        caps = sample.get('gt_caption', None)
-        if isinstance(caps, str):
-            caps = [caps]
-        if not caps or not all(isinstance(c, str) for c in caps):
-            raise ValueError(
-                f'CLIP: data sample {index} has no `gt_caption` (a string '
-                'or a non-empty list of strings; pack it with '
-                "PackInputs(algorithm_keys=['gt_caption']))"
-            )
-        return list(caps)
-
     def forward(
         self,
         inputs: Tensor,
@@ -229,10 +217,7 @@ class CLIP(BaseModel):
         """Symmetric InfoNCE of each image and one of its captions."""
         if data_samples is None or len(data_samples) != len(inputs):
             raise ValueError('CLIP: loss needs one data sample per image')
-        texts = []
-        for i, sample in enumerate(data_samples):
-            caps = self._captions(sample, i)
-            texts.append(caps[int(torch.randint(len(caps), ()))])
+        texts = one_caption_each(data_samples, 'CLIP')
         image = self.extract_image_feat(inputs)
         text = self.extract_text_feat(texts)
         return self.loss_module(image, text)
@@ -247,7 +232,7 @@ class CLIP(BaseModel):
         text_embeds = [None] * len(data_samples)
         if any(has_caps):
             caps = [
-                self._captions(s, i) if has else []
+                sample_captions(s, i, 'CLIP') if has else []
                 for i, (s, has) in enumerate(zip(data_samples, has_caps))
             ]
             flat = [c for cs in caps for c in cs]

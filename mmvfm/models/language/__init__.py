@@ -11,6 +11,7 @@ from .bpe_tokenizer import (
     train_bpe,
 )
 from .caption_head import CaptionDecoderLayer, CaptionHead
+from .captions import one_caption_each, sample_captions
 from .decoding import (
     beam_search,
     expand_cache,
@@ -22,6 +23,8 @@ from .decoding import (
 from .text_transformer import TextTransformer
 
 __all__ = [
+    'one_caption_each',
+    'sample_captions',
     'BOS',
     'EOS',
     'MASK',

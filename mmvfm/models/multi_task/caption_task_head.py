@@ -8,25 +8,8 @@ from mmdet.registry import MODELS
 from torch import Tensor
 
 from ..language.bpe_tokenizer import BOS
+from ..language.captions import one_caption_each
 from .task_heads import _TaskHead
-
-
-def _captions_of(sample) -> List[str]:
-    refs = sample.get('gt_caption')
-    if isinstance(refs, str):
-        refs = [refs]
-    if (
-        not isinstance(refs, (list, tuple))
-        or not refs
-        or not all(isinstance(r, str) for r in refs)
-    ):
-        raise ValueError(
-            'CaptionTaskHead: each training sample needs "gt_caption" (a '
-            'string or a non-empty list of strings; pack it with e.g. '
-            "dict(type='mmpretrain.PackInputs', algorithm_keys="
-            f"['gt_caption'])), got {refs!r}"
-        )
-    return list(refs)
 
 
 @MODELS.register_module()
@@ -109,10 +92,7 @@ class CaptionTaskHead(_TaskHead):
 
     def loss(self, feats: Tuple[Tensor], data_samples: Sequence) -> Dict:
         tokens = self.visual_tokens(feats)
-        captions = []
-        for sample in data_samples:
-            refs = _captions_of(sample)
-            captions.append(refs[int(torch.randint(len(refs), ()))])
+        captions = one_caption_each(data_samples, 'CaptionTaskHead')
         ids, mask = self.head.encode(captions, device=tokens.device)
         return self.head.loss(tokens, ids, mask)
 

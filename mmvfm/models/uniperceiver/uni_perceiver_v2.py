@@ -59,6 +59,7 @@ from mmengine.structures import BaseDataElement, InstanceData
 from torch import Tensor
 
 from ..language.bpe_tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS
+from ..language.captions import one_caption_each, sample_captions
 from ..language.decoding import beam_search, greedy_search
 from ..utils import all_gather_with_grad
 from .proposal_tokens import ProposalTokens
@@ -604,26 +605,6 @@ class UniPerceiverV2(BaseModel):
         return out[:, 1 + S :]
 
     # -------------------------------------------------------------- losses
-    @staticmethod
-    def _captions(sample, index: int) -> List[str]:
-        caps = sample.get('gt_caption', None)
-        if isinstance(caps, str):
-            caps = [caps]
-        if not caps or not all(isinstance(c, str) for c in caps):
-            raise ValueError(
-                f'UniPerceiverV2: data sample {index} has no `gt_caption` '
-                '(a string or a non-empty list of strings; pack it with '
-                "PackInputs(algorithm_keys=['gt_caption']))"
-            )
-        return list(caps)
-
-    def _one_caption_each(self, data_samples) -> List[str]:
-        texts = []
-        for i, sample in enumerate(data_samples):
-            caps = self._captions(sample, i)
-            texts.append(caps[int(torch.randint(len(caps), ()))])
-        return texts
-
     def _labels(self, data_samples, task: str) -> Tensor:
         labels = []
         num = len(self.task_cfgs[task]['classes'])
@@ -651,7 +632,7 @@ class UniPerceiverV2(BaseModel):
     def loss_retrieval(self, inputs, data_samples, task) -> Tensor:
         images = self.represent_images(inputs, task)
         texts = self.represent_texts(
-            self._one_caption_each(data_samples), task
+            one_caption_each(data_samples, 'UniPerceiverV2'), task
         )
         N = images.shape[0]
         rank, world = get_dist_info()
@@ -672,7 +653,9 @@ class UniPerceiverV2(BaseModel):
         return (i2t + t2i) / 2
 
     def loss_captioning(self, inputs, data_samples, task) -> Tensor:
-        ids, pad = self.encode_texts(self._one_caption_each(data_samples))
+        ids, pad = self.encode_texts(
+            one_caption_each(data_samples, 'UniPerceiverV2')
+        )
         outputs = self.caption_outputs(
             self.image_tokens(inputs), ids[:, :-1], task
         )
@@ -827,7 +810,10 @@ class UniPerceiverV2(BaseModel):
                     sample.set_field(scores[i].argmax(), 'pred_label')
         elif kind == 'retrieval':
             images = self.represent_images(inputs, task)
-            caps = [self._captions(s, i) for i, s in enumerate(data_samples)]
+            caps = [
+                sample_captions(s, i, 'UniPerceiverV2')
+                for i, s in enumerate(data_samples)
+            ]
             flat = [c for cs in caps for c in cs]
             texts = self.represent_texts(flat, task)
             per_image = texts.split([len(cs) for cs in caps])

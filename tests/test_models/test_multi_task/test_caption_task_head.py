@@ -163,5 +163,5 @@ def test_channel_mismatch_fails_at_build_and_bad_samples(
         model(**batch, mode='loss')
     for sample in batch['data_samples']:
         del sample.gt_caption
-    with pytest.raises(ValueError, match='needs "gt_caption"'):
+    with pytest.raises(ValueError, match='has no `gt_caption`'):
         model(**batch, mode='loss')
