@@ -29,6 +29,23 @@ def _is_local(path: str) -> bool:
     return '://' not in path
 
 
+def named_loaders(cfg, field: str) -> List[Tuple[str, dict]]:
+    """``(field, loader config)`` of a config's dataloader ``field``: the
+    loader itself, or one per task of a multi-task config
+    (``dict(task=loader, ...)``: field ``'<field>.<task>'``); none when the
+    field is absent."""
+    loaders = cfg.get(field) if hasattr(cfg, 'get') else None
+    if not isinstance(loaders, dict):
+        return []
+    if 'dataset' in loaders:
+        return [(field, loaders)]
+    return [
+        (f'{field}.{task}', loader)
+        for task, loader in loaders.items()
+        if isinstance(loader, dict)
+    ]
+
+
 def check_data_paths(
     cfg,
     loaders: Sequence[str] = (
@@ -41,8 +58,9 @@ def check_data_paths(
 
     Args:
         cfg (Config | dict): the full config.
-        loaders: names of the dataloader fields to check; absent or
-            ``None`` fields are skipped.
+        loaders: names of the dataloader fields to check (each task's
+            loader of a multi-task config); absent or ``None`` fields are
+            skipped.
 
     Returns:
         list[str]: the checked annotation files.
@@ -52,10 +70,8 @@ def check_data_paths(
             (with the generation command when it is the toy set).
     """
     checked = []
-    for loader in loaders:
-        loader_cfg = cfg.get(loader) if hasattr(cfg, 'get') else None
-        if not isinstance(loader_cfg, dict):
-            continue
+    named = [pair for loader in loaders for pair in named_loaders(cfg, loader)]
+    for loader, loader_cfg in named:
         for field, ds in _dataset_cfgs(
             loader_cfg.get('dataset'), f'{loader}.dataset'
         ):

@@ -50,3 +50,27 @@ def test_missing_ann_file_in_wrapped_dataset(toy_root):
 def test_only_requested_loaders_are_checked(tmp_path):
     cfg = _cfg(str(tmp_path / 'missing'))
     assert check_data_paths(cfg, ['test_dataloader']) == []
+
+
+def test_each_task_of_a_multi_task_config_is_checked(toy_root):
+    good = dict(
+        dataset=dict(
+            type='CocoDataset',
+            data_root=toy_root,
+            ann_file='annotations/instances_train.json',
+        )
+    )
+    bad = dict(
+        dataset=dict(
+            type='CocoDataset',
+            data_root=toy_root,
+            ann_file='annotations/x.json',
+        )
+    )
+    cfg = Config(dict(train_dataloader=dict(det=good, seg=good)))
+    assert len(check_data_paths(cfg)) == 2
+    cfg = Config(dict(train_dataloader=dict(det=good, seg=bad)))
+    with pytest.raises(
+        FileNotFoundError, match=r'train_dataloader\.seg\.dataset\.ann_file'
+    ):
+        check_data_paths(cfg)

@@ -23,7 +23,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.logging import print_log
 
-from ...utils.data_check import _dataset_cfgs
+from ...utils.data_check import _dataset_cfgs, named_loaders
 from .common import _REGEN_HINT
 from .writing import generate_toy_coco
 
@@ -137,18 +137,7 @@ def _toy_datasets(cfg, fields: Sequence[str]) -> Iterator[Tuple[str, dict]]:
     config's dataloaders ``fields`` (one per task of a multi-task config,
     wrapped ones included)."""
     for loader_field in fields:
-        loaders = cfg.get(loader_field)
-        if not isinstance(loaders, dict):
-            continue
-        named = (
-            [(loader_field, loaders)]
-            if 'dataset' in loaders
-            else [
-                (f'{loader_field}.{task}', loader)
-                for task, loader in loaders.items()
-                if isinstance(loader, dict)
-            ]
-        )
+        named = named_loaders(cfg, loader_field)
         for field, loader in named:
             for name, ds in _dataset_cfgs(
                 loader.get('dataset'), f'{field}.dataset'
