@@ -33,7 +33,26 @@ COCO_SCALE = float(os.environ.get('MMVFM_SMOKE_SCALE', '1'))
 # On CPU they step at this spatial factor and one image per task batch --
 # the whole model, every pipeline step, pyramid level and loss; at their
 # own scale where a GPU is present (test_heavy_config_at_own_scale).
-HEAVY = {'eva-g-p14': 0.25}
+#
+# Uni-Perceiver v2's COCO configs: each captioning step encodes the whole
+# vocabulary as candidates (30k words through 12 text + 6 decoder layers,
+# ~18 TFLOP forward: minutes on one CPU thread) and the ImageNet task its
+# 1000 class names. On CPU they step at 1/4 of their input sizes, two images
+# per task batch (retrieval needs a second pair) and a 2048-word vocabulary
+# (every other module at its own size); at their own scale where a GPU is
+# present.
+HEAVY = {
+    'eva-g-p14': dict(scale=0.25),
+    'maskdino_8x-multitask': dict(
+        scale=0.25,
+        timeout=1200,  # 4 task steps of a 1000-name / 2048-word softmax
+        batch_size=2,  # retrieval needs another pair in the batch
+        cfg_options={
+            'model.text_encoder.vocab_size': 2048,
+            'model.tokenizer.vocab_size': 2048,
+        },
+    ),
+}
 # A detector's own losses at initialisation (YOLOX's objectness: ~40).
 STUDENT_BOUND = 100.0
 # Distillation terms from an *untrained* (but initialised) teacher: in eval
@@ -67,8 +86,9 @@ def _is_toy(path: str) -> bool:
     return 'toy' in osp.basename(path) or 'projects/' in path
 
 
-def _heavy_scale(path: str):
-    return next((f for k, f in HEAVY.items() if k in osp.basename(path)), None)
+def _heavy(path: str):
+    """The CPU smoke settings of a heavy config, else None."""
+    return next((h for k, h in HEAVY.items() if k in osp.basename(path)), None)
 
 
 def _ids(paths):
@@ -115,30 +135,46 @@ def test_every_config_is_stepped():
     assert HEAVY_CONFIGS and all('coco' in p for p in HEAVY_CONFIGS)
 
 
-@pytest.mark.parametrize('path', STEPPED, ids=_ids(STEPPED))
+def _stepped_params():
+    """Every stepped config; a heavy one may take its ``timeout`` (s)."""
+    return [
+        pytest.param(
+            p,
+            id=osp.relpath(p, REPO_ROOT),
+            marks=[pytest.mark.timeout(_heavy(p)['timeout'])]
+            if (_heavy(p) or {}).get('timeout')
+            else [],
+        )
+        for p in STEPPED
+    ]
+
+
+@pytest.mark.parametrize('path', _stepped_params())
 def test_config_trains_one_iteration(
     path, smoke_tool, smoke_data, tmp_path, monkeypatch, no_network
 ):
     monkeypatch.syspath_prepend(REPO_ROOT)  # projects.* custom imports
     monkeypatch.chdir(REPO_ROOT)
     toy = _is_toy(path)
-    heavy = _heavy_scale(path)
+    heavy = _heavy(path) or {}
     result = smoke_tool.smoke_one(
         path,
         smoke_data,
         str(tmp_path / 'run'),
-        scale=1.0 if toy else heavy or COCO_SCALE,
-        batch_size=1 if heavy else None,
+        scale=1.0 if toy else heavy.get('scale', COCO_SCALE),
+        batch_size=heavy.get('batch_size', 1) if heavy else None,
         test=toy,
+        cfg_options=heavy.get('cfg_options'),
     )
     _check_result(path, result, toy)
 
 
-HEAVY_CONFIGS = [p for p in STEPPED if _heavy_scale(p)]
+HEAVY_CONFIGS = [p for p in STEPPED if _heavy(p)]
 
 
 @pytest.mark.skipif(
-    not torch.cuda.is_available(), reason='needs a GPU (ViT-G at full size)'
+    not torch.cuda.is_available(),
+    reason='needs a GPU (ViT-G, Uni-Perceiver v2 COCO at full size)',
 )
 @pytest.mark.parametrize('path', HEAVY_CONFIGS, ids=_ids(HEAVY_CONFIGS))
 def test_heavy_config_at_own_scale(
