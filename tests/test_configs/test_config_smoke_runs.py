@@ -50,6 +50,9 @@ HEAVY = {
         cfg_options={
             'model.text_encoder.vocab_size': 2048,
             'model.tokenizer.vocab_size': 2048,
+            # the softmax over every candidate still; fewer with gradient
+            'model.tasks.classification.grad_candidates': 32,
+            'model.tasks.captioning.grad_candidates': 64,
         },
     ),
 }
