@@ -47,7 +47,7 @@ setting's value to the new one's. In practice measure them:
 term, these factors and each weighted term against the detection loss on
 a few training batches, and ``--target fg=R ...`` the weights that give
 each term the ratio R (configs/fgd/README.md: the toy set, where the
-paper's weights make the FGD loss ~30x the detection loss).
+paper's weights make the FGD loss ~25x the detection loss, sized by x 0.04).
 
 Mask conventions (those of the reference code):
 
