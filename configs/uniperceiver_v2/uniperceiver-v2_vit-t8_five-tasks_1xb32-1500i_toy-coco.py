@@ -14,7 +14,10 @@
 #
 # Budget: 1500 iterations, ~300 per task; measured per iteration with one
 # thread (2-core CPU, another run beside it): see the README's toy table.
-_base_ = './uniperceiver-v2_vit-t8_cls-cap-ret_1xb32-1200i_toy-coco.py'
+_base_ = [
+    './uniperceiver-v2_vit-t8_cls-cap-ret_1xb32-1200i_toy-coco.py',
+    '../vit_trunk/_base_/mask2former_head.py',
+]
 
 data_root = 'data/toy_coco/'
 classes = ['circle', 'square', 'triangle', 'ring', 'cross']
@@ -26,8 +29,6 @@ task_ratios = dict(
     detection=1.0,
     instance_segmentation=1.0,
 )
-det_size = 128
-m2f_dims = 128
 
 det_preprocessor = dict(
     type='DetDataPreprocessor',
@@ -37,6 +38,15 @@ det_preprocessor = dict(
     pad_size_divisor=32,
     pad_mask=True,
 )
+# The proposal stage is configs/vit_trunk's Mask2Former head with one
+# foreground class ("no object" weighted 0.1 as mmdet's COCO config), 20
+# queries and a 2-layer pixel decoder; its matching costs, losses and 1024
+# sampled points are the base's.
+proposer_head = _base_.mask2former_task.detector.panoptic_head
+proposer_head.update(num_things_classes=1, num_queries=20)
+proposer_head.pixel_decoder.encoder.num_layers = 2
+proposer_head.loss_cls.class_weight = [1.0, 0.1]
+
 model = dict(
     data_preprocessor=dict(
         preprocessors=dict(
@@ -59,139 +69,14 @@ model = dict(
             scale_factors=(1.0, 0.5),
             num_extra_levels=1,
         ),
-        head=dict(
-            type='Mask2FormerHead',
-            in_channels=[128, 128, 128],
-            strides=[8, 16, 32],
-            feat_channels=m2f_dims,
-            out_channels=m2f_dims,
-            num_queries=20,
-            num_transformer_feat_level=2,
-            pixel_decoder=dict(
-                type='MSDeformAttnPixelDecoder',
-                num_outs=2,
-                norm_cfg=dict(type='GN', num_groups=32),
-                act_cfg=dict(type='ReLU'),
-                encoder=dict(
-                    num_layers=2,
-                    layer_cfg=dict(
-                        self_attn_cfg=dict(
-                            embed_dims=m2f_dims,
-                            num_heads=4,
-                            num_levels=2,
-                            num_points=4,
-                            dropout=0.0,
-                            batch_first=True,
-                        ),
-                        ffn_cfg=dict(
-                            embed_dims=m2f_dims,
-                            feedforward_channels=4 * m2f_dims,
-                            num_fcs=2,
-                            ffn_drop=0.0,
-                            act_cfg=dict(type='ReLU', inplace=True),
-                        ),
-                    ),
-                ),
-                positional_encoding=dict(
-                    num_feats=m2f_dims // 2, normalize=True
-                ),
-            ),
-            enforce_decoder_input_project=False,
-            positional_encoding=dict(num_feats=m2f_dims // 2, normalize=True),
-            transformer_decoder=dict(
-                return_intermediate=True,
-                num_layers=3,
-                layer_cfg=dict(
-                    self_attn_cfg=dict(
-                        embed_dims=m2f_dims,
-                        num_heads=4,
-                        dropout=0.0,
-                        batch_first=True,
-                    ),
-                    cross_attn_cfg=dict(
-                        embed_dims=m2f_dims,
-                        num_heads=4,
-                        dropout=0.0,
-                        batch_first=True,
-                    ),
-                    ffn_cfg=dict(
-                        embed_dims=m2f_dims,
-                        feedforward_channels=4 * m2f_dims,
-                        num_fcs=2,
-                        ffn_drop=0.0,
-                        act_cfg=dict(type='ReLU', inplace=True),
-                    ),
-                ),
-                init_cfg=None,
-            ),
-            # mmdet's COCO weights, the "no object" class at 0.1
-            loss_cls=dict(
-                type='CrossEntropyLoss',
-                use_sigmoid=False,
-                loss_weight=2.0,
-                reduction='mean',
-                class_weight=[1.0, 0.1],
-            ),
-            loss_mask=dict(
-                type='CrossEntropyLoss',
-                use_sigmoid=True,
-                reduction='mean',
-                loss_weight=5.0,
-            ),
-            loss_dice=dict(
-                type='DiceLoss',
-                use_sigmoid=True,
-                activate=True,
-                reduction='mean',
-                naive_dice=True,
-                eps=1.0,
-                loss_weight=5.0,
-            ),
-        ),
-        train_cfg=dict(
-            num_points=1024,
-            oversample_ratio=3.0,
-            importance_sample_ratio=0.75,
-            assigner=dict(
-                type='HungarianAssigner',
-                match_costs=[
-                    dict(type='ClassificationCost', weight=2.0),
-                    dict(
-                        type='CrossEntropyLossCost',
-                        weight=5.0,
-                        use_sigmoid=True,
-                    ),
-                    dict(type='DiceCost', weight=5.0, pred_act=True, eps=1.0),
-                ],
-            ),
-            sampler=dict(type='MaskPseudoSampler'),
-        ),
+        head=proposer_head,
+        train_cfg=_base_.mask2former_task.detector.train_cfg,
     ),
     proposal_tokens=dict(num_feats=32, pool_size=28),
 )
 
-instance_train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='Resize', scale=(det_size, det_size), keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-instance_test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(det_size, det_size), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(
-        type='PackDetInputs',
-        meta_keys=(
-            'img_id',
-            'img_path',
-            'ori_shape',
-            'img_shape',
-            'scale_factor',
-        ),
-    ),
-]
+instance_train_pipeline = _base_.mask2former_pipelines.train
+instance_test_pipeline = _base_.mask2former_pipelines.test
 instances = dict(
     type='ToyCocoDataset',
     data_root=data_root,

@@ -244,7 +244,7 @@ def test_images_without_instances():
     assert all(torch.isfinite(v) for v in losses.values())
 
 
-def test_in_the_model_boxes_come_from_the_box_branch(tokenizer_file):  # noqa: F811
+def test_in_the_model_boxes_come_from_the_box_branch(tokenizer_file):
     cfg = _cfg(tokenizer_file)
     cfg['proposer'] = _dino(in_channels=(16,))
     torch.manual_seed(0)
@@ -257,7 +257,6 @@ def test_in_the_model_boxes_come_from_the_box_branch(tokenizer_file):  # noqa: F
     inst = model.predict(images, copy.deepcopy(samples), 'det')[0]
     inst = inst.pred_instances
     K = len(CLASSES)
-    q = None
     # each kept pair's box is its proposal's branch box at ori_shape
     boxes = bbox_cxcywh_to_xyxy(out['boxes'][0]) * SIZE
     boxes = boxes / boxes.new_tensor([SIZE / 80, SIZE / 48] * 2)

@@ -13,8 +13,9 @@ from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.structures.mask import BitmapMasks, mask2bbox
 from mmengine.structures import InstanceData
+from test_uni_perceiver_v2 import _cfg as base_cfg
+from test_uni_perceiver_v2 import tokenizer_file  # noqa: F401
 
-from mmvfm.models.language import coco_captions, train_bpe
 from mmvfm.models.uniperceiver import masks_to_boxes
 from mmvfm.utils import register_all_modules
 
@@ -24,17 +25,6 @@ register_all_modules()
 CLASSES = ['circle', 'square', 'triangle']
 SIZE = 64
 Q = 6
-
-
-@pytest.fixture(scope='module')
-def tokenizer_file(toy_root, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp('tok') / 'bpe.json')
-    train_bpe(
-        coco_captions(f'{toy_root}/annotations/captions_train.json'),
-        out,
-        vocab_size=300,
-    )
-    return out
 
 
 def _proposer(**head):
@@ -126,50 +116,25 @@ def _proposer(**head):
 
 
 def _cfg(tokenizer_file, proposer=True, **tasks):
-    tasks = tasks or dict(
-        det=dict(type='detection', classes=CLASSES, max_per_image=10),
-        seg=dict(type='instance_segmentation', classes=CLASSES),
+    """Part 1's test model (``test_uni_perceiver_v2._cfg``) at ``SIZE`` px
+    with one decoder layer, region tasks and the proposal stage."""
+    cfg = base_cfg(
+        tokenizer_file,
+        **(
+            tasks
+            or dict(
+                det=dict(type='detection', classes=CLASSES, max_per_image=10),
+                seg=dict(type='instance_segmentation', classes=CLASSES),
+            )
+        ),
     )
-    return dict(
-        type='UniPerceiverV2',
-        backbone=dict(
-            type='mmpretrain.VisionTransformer',
-            arch=dict(
-                embed_dims=16,
-                num_layers=1,
-                num_heads=2,
-                feedforward_channels=32,
-            ),
-            img_size=SIZE,
-            patch_size=8,
-            out_type='featmap',
-            with_cls_token=False,
-        ),
-        image_channels=16,
-        num_global=2,
-        global_heads=2,
-        text_encoder=dict(
-            type='TextTransformer',
-            vocab_size=300,
-            width=16,
-            depth=1,
-            num_heads=2,
-            max_length=24,
-            causal=True,
-        ),
-        tokenizer=dict(
-            type='BPETokenizer',
-            file=tokenizer_file,
-            vocab_size=300,
-            max_length=24,
-        ),
-        decoder=dict(
-            type='TaskAgnosticDecoder', dims=16, depth=1, num_heads=2
-        ),
-        tasks=tasks,
+    cfg['backbone']['img_size'] = SIZE
+    cfg['decoder']['depth'] = 1
+    cfg.update(
         proposer=_proposer() if proposer else None,
         proposal_tokens=dict(num_feats=4, pool_size=7),
     )
+    return cfg
 
 
 def _model(tokenizer_file, seed=0, **kwargs):
