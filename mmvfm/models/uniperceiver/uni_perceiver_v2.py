@@ -205,13 +205,29 @@ def _check_task(name: str, cfg: dict) -> dict:
         cfg.setdefault('gather', True)
     else:
         decode = dict(
-            mode='greedy', max_length=20, beam_size=3, length_penalty=0.6
+            mode='greedy',
+            max_length=20,
+            min_length=0,
+            beam_size=3,
+            length_penalty=0.6,
         )
+        unknown = sorted(set(cfg.get('decode_cfg') or {}) - set(decode))
+        if unknown:
+            raise ValueError(
+                f'tasks.{name}.decode_cfg: unknown keys {unknown} (known: '
+                f'{sorted(decode)})'
+            )
         decode.update(cfg.get('decode_cfg') or {})
         if decode['mode'] not in DECODE_MODES:
             raise ValueError(
                 f'tasks.{name}.decode_cfg.mode must be one of '
                 f'{DECODE_MODES}, got {decode["mode"]!r}'
+            )
+        if not 0 <= decode['min_length'] < decode['max_length']:
+            raise ValueError(
+                f'tasks.{name}.decode_cfg.min_length must be in [0, '
+                f'max_length={decode["max_length"]}), got '
+                f'{decode["min_length"]}'
             )
         cfg['decode_cfg'] = decode
     return cfg
@@ -232,7 +248,8 @@ class UniPerceiverV2(BaseModel):
         its ``'first'``) and ``template`` (classification, detection,
         instance segmentation),
         ``gather`` (retrieval), ``decode_cfg`` (captioning:
-        ``mode='greedy'|'beam'``, ``max_length``, ``beam_size``,
+        ``mode='greedy'|'beam'``, ``max_length``, ``min_length`` (words
+        before ``<eos>`` may end a caption, default 0), ``beam_size``,
         ``length_penalty``); every task with candidates:
         ``grad_candidates`` (how many carry gradient per step, default all)
         and ``candidate_chunk`` (:meth:`_candidates`).
@@ -754,13 +771,19 @@ class UniPerceiverV2(BaseModel):
         beams = cfg['beam_size'] if cfg['mode'] == 'beam' else 1
         expanded = image.repeat_interleave(beams, dim=0)
 
+        eos_col = (words == EOS).nonzero()[:, 0]
+
         def step(prefix: Tensor, cache):
             img = expanded if prefix.shape[0] == expanded.shape[0] else image
             out = self.caption_outputs(img, prefix, task)[:, -1]
+            logits = self.loss_module.logits(out, vocab)
+            if prefix.shape[1] - 1 < cfg['min_length']:
+                # no <eos> before min_length tokens: renormalised over the
+                # other words (an undertrained model's beam search with
+                # length penalty 0.6 otherwise prefers the empty caption)
+                logits[:, eos_col] = float('-inf')
             log_probs = out.new_full((out.shape[0], V), float('-inf'))
-            log_probs[:, words] = self.loss_module.logits(
-                out, vocab
-            ).log_softmax(-1)
+            log_probs[:, words] = logits.log_softmax(-1)
             return log_probs, None
 
         common = dict(

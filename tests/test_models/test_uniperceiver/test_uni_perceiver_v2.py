@@ -325,6 +325,39 @@ def test_generation_greedy_is_beam_one_and_never_special(tokenizer_file):
     assert torch.equal(greedy[:, 0], model.word_ids()[logits.argmax(-1)])
 
 
+def test_min_length_bans_eos_until_reached(tokenizer_file, monkeypatch):
+    """A model that always prefers <eos> (its logit +100) ends every caption
+    at once; with min_length=3 the first 3 tokens are words, the 4th
+    <eos>, in greedy and beam search alike."""
+    from mmvfm.models.language.bpe_tokenizer import EOS
+
+    model = _model(tokenizer_file)
+    eos_col = model.word_ids() == EOS
+    logits = model.loss_module.logits
+    monkeypatch.setattr(
+        model.loss_module,
+        'logits',
+        lambda q, c: logits(q, c) + 100.0 * eos_col.to(q.dtype),
+    )
+    images = _images(2)
+    decode = model.task_cfgs['cap']['decode_cfg']
+    for mode in ('greedy', 'beam'):
+        decode.update(mode=mode, min_length=0)
+        with torch.no_grad():
+            assert model.generate(images, 'cap').tolist() == [[EOS], [EOS]]
+        decode.update(min_length=3)
+        with torch.no_grad():
+            ids = model.generate(images, 'cap')
+        assert ids.shape == (2, 4), mode
+        assert (ids[:, 3] == EOS).all() and (ids[:, :3] != EOS).all(), mode
+    bad = dict(type='captioning', decode_cfg=dict(max_length=6, min_length=6))
+    with pytest.raises(ValueError, match='decode_cfg.min_length'):
+        MODELS.build(_cfg(tokenizer_file, cap=bad))
+    typo = dict(type='captioning', decode_cfg=dict(min_len=2))
+    with pytest.raises(ValueError, match=r"unknown keys \['min_len'\]"):
+        MODELS.build(_cfg(tokenizer_file, cap=typo))
+
+
 def test_predict_fills_each_metric_field(tokenizer_file):
     model = _model(tokenizer_file)
     images = _images(2)
