@@ -21,10 +21,9 @@ mmdet's :class:`Mask2FormerHead` with a single foreground class (plus its
 Training: Mask2Former's own losses (Hungarian matching per decoder layer,
 class/mask/dice) with every ground-truth instance relabelled foreground.
 :meth:`RegionProposer.loss` also returns the last layer's matching
-(``pos_inds``, ``pos_assigned_gt_inds`` per image) from the head's
-assigner, run once more on that layer (its sampled points are drawn anew,
-so on ambiguous instances it may differ from the matching inside the loss),
-for the task-level objective of the proposals.
+(``pos_inds``, ``pos_assigned_gt_inds`` per image), the very one the
+head's loss made (recorded from its ``_get_targets_single`` calls, not run
+again), for the task-level objective of the proposals.
 
 What we took from mmdet: ``Mask2FormerHead`` (pixel decoder, transformer
 decoder, matching, losses) unchanged. What is not here: DINO's query
@@ -207,19 +206,29 @@ class RegionProposer(BaseModule):
         """
         gts = self._gt(data_samples, name)
         metas = [s.metainfo for s in data_samples]
-        losses = self.head.loss_by_feat(out['cls'], out['masks'], gts, metas)
-        matches = []
-        with torch.no_grad():
-            for i, (gt, meta) in enumerate(zip(gts, metas)):
-                if len(gt.labels) == 0:
-                    empty = gt.labels.new_zeros(0)
-                    matches.append((empty, empty))
-                    continue
-                result = self.head._get_targets_single(
-                    out['cls'][-1][i].detach(),
-                    out['masks'][-1][i].detach(),
-                    gt,
-                    meta,
-                )[6]
-                matches.append((result.pos_inds, result.pos_assigned_gt_inds))
+        # Record the matching Mask2Former's own loss computes, layer by
+        # layer (``get_targets(return_sampling_results=True)`` is broken in
+        # mmdet 3.3); the last B calls are the last layer's.
+        records: List[object] = []
+        single = self.head._get_targets_single
+
+        def recording(*args, **kwargs):
+            result = single(*args, **kwargs)
+            records.append(result[6])  # the SamplingResult
+            return result
+
+        self.head._get_targets_single = recording
+        try:
+            losses = self.head.loss_by_feat(
+                out['cls'], out['masks'], gts, metas
+            )
+        finally:
+            del self.head._get_targets_single  # the class's method again
+        last = records[-len(gts) :]
+        matches = [
+            (r.pos_inds, r.pos_assigned_gt_inds)
+            if len(gt.labels)
+            else (gt.labels.new_zeros(0), gt.labels.new_zeros(0))
+            for r, gt in zip(last, gts)
+        ]
         return losses, matches

@@ -300,6 +300,36 @@ def test_real_matching_pairs_each_instance_once(tokenizer_file):
     assert len(set(pos.tolist())) == 2
 
 
+def test_matches_are_the_ones_mask2formers_loss_used(tokenizer_file):
+    """One Hungarian matching per layer and image (none repeated), and the
+    returned matches are the last layer's as Mask2Former's loss made them
+    (its point sampling is random: a second matching could differ)."""
+    model = _model(tokenizer_file)
+    samples = _samples(
+        [[(0, 0, 16, 16), (32, 32, 60, 60)], [], [(8, 8, 40, 24)]],
+        [[2, 0], [], [1]],
+    )
+    out = model.proposer(model.backbone_maps(_images(3)), samples)
+    assigner = model.proposer.head.assigner
+    calls = []
+    real_assign = assigner.assign
+
+    def assign(*args, **kwargs):
+        calls.append(real_assign(*args, **kwargs))
+        return calls[-1]
+
+    assigner.assign = assign
+    _, matches = model.proposer.loss(out, samples)
+    layers = len(out['cls'])
+    assert len(calls) == layers * 3
+    for (pos, gt), result in zip(matches, calls[-3:]):
+        want = torch.nonzero(result.gt_inds > 0).squeeze(-1)
+        assert torch.equal(pos, want)
+        assert torch.equal(gt, result.gt_inds[want] - 1)
+    assert len(matches[1][0]) == 0
+    assert '_get_targets_single' not in vars(model.proposer.head)
+
+
 # -------------------------------------------------------- prediction
 def test_predicted_scores_boxes_and_masks(tokenizer_file):
     """Every kept (proposal, class) pair recomputed: the top pairs by
