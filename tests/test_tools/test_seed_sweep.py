@@ -216,6 +216,7 @@ def test_nothing_finished_is_an_error(tmp_path):
             'set by the sweep',
         ),
         (['--variant', 'a', TOY_CONFIG, '--readme', 'R.md'], 'go together'),
+        (['--variant', 'a', TOY_CONFIG, '--nproc', '0'], '--nproc must be'),
     ],
 )
 def test_arguments_checked_first(tmp_path, monkeypatch, argv, message):
@@ -224,12 +225,15 @@ def test_arguments_checked_first(tmp_path, monkeypatch, argv, message):
         tool.main([str(tmp_path), *argv])
 
 
-def fake_trainer(calls, fail=()):
-    """A ``run_one`` that records its calls and logs a fake run."""
+def fake_trainer(calls, fail=(), nprocs=None):
+    """A ``run_one`` that records its calls (and ``nproc`` in ``nprocs``)
+    and logs a fake run."""
+    nprocs = [] if nprocs is None else nprocs
 
-    def run_one(config, options, seed, work_dir, log_path, threads=1):
+    def run_one(config, options, seed, work_dir, log_path, threads=1, nproc=1):
         name = osp.basename(work_dir)
         calls.append((name, config, list(options), seed, threads))
+        nprocs.append(nproc)
         with open(log_path, 'w') as f:
             f.write('fake\n')
         if name in fail:
@@ -270,7 +274,7 @@ def test_concurrent_sweeps_never_run_a_run_twice(tmp_path, monkeypatch):
     calls = []
     trainer = fake_trainer(calls)
 
-    def run_one(config, options, seed, work_dir, log_path, threads=1):
+    def run_one(config, options, seed, work_dir, log_path, threads=1, nproc=1):
         # while stock_s0 trains, "another sweep" finishes stock_s1
         if osp.basename(work_dir) == 'stock_s0':
             fake_run(str(tmp_path), 'stock_s1', [0.5])
@@ -318,6 +322,37 @@ def test_train_command():
         'visualizer.name=a_s3',
         'x.y=1',
     ]
+
+
+def test_train_command_distributed():
+    """--nproc 2: the same arguments through torchrun's standalone
+    rendezvous (a free port per run) and mmengine's pytorch launcher."""
+    cmd = tool.train_command('c.py', 'w/a_s3', 'a_s3', 3, ['x.y=1'], nproc=2)
+    assert cmd[1:] == [
+        '-m',
+        'torch.distributed.run',
+        '--standalone',
+        '--nproc_per_node=2',
+        tool.TRAIN_SCRIPT,
+        'c.py',
+        '--launcher',
+        'pytorch',
+        '--work-dir',
+        'w/a_s3',
+        '--cfg-options',
+        'randomness.seed=3',
+        'experiment_name=a_s3',
+        'visualizer.name=a_s3',
+        'x.y=1',
+    ]
+
+
+def test_nproc_reaches_every_run(tmp_path, monkeypatch):
+    calls, nprocs = [], []
+    monkeypatch.setattr(tool, 'run_one', fake_trainer(calls, nprocs=nprocs))
+    argv = [str(tmp_path), '--variant', 'a', TOY_CONFIG, '--seeds', '0', '1']
+    tool.main([*argv, '--nproc', '2', '--metrics', 'coco/bbox_mAP'])
+    assert len(calls) == 2 and nprocs == [2, 2]
 
 
 README = """# Results

@@ -10,8 +10,11 @@ pairs. Every (variant, seed) run is ``tools/train.py`` in a subprocess::
         visualizer.name=<variant>_s<seed> [the variant's KEY=VALUE ...]
 
 with its output in ``WORK/<variant>_s<seed>.log``; one run at a time, or
-``--jobs J`` at once. A run that exits 0 gets a ``WORK/<variant>_s<seed>/
-done`` file and is never run again (rerunning the command resumes a sweep);
+``--jobs J`` at once; ``--nproc N`` makes each run distributed over N
+processes (``torch.distributed.run --standalone``, as tools/dist_train.sh;
+``--threads`` is per process). A run that exits 0 gets a
+``WORK/<variant>_s<seed>/done`` file and is never run again (rerunning the
+command resumes a sweep);
 a failed run is reported with its log and the sweep goes on, exiting
 non-zero at the end. Example::
 
@@ -80,13 +83,31 @@ def run_name(variant: str, seed: int) -> str:
 
 # ---------------------------------------------------------------- training
 def train_command(
-    config: str, work_dir: str, name: str, seed: int, options: Sequence[str]
+    config: str,
+    work_dir: str,
+    name: str,
+    seed: int,
+    options: Sequence[str],
+    nproc: int = 1,
 ) -> List[str]:
-    """The tools/train.py command line of one run."""
+    """The tools/train.py command line of one run: one process, or
+    ``nproc`` processes through ``torch.distributed.run --standalone``
+    (each run its own free rendezvous port, so runs can overlap)."""
+    launch = [sys.executable, TRAIN_SCRIPT, config]
+    if nproc > 1:
+        launch = [
+            sys.executable,
+            '-m',
+            'torch.distributed.run',
+            '--standalone',
+            f'--nproc_per_node={nproc}',
+            TRAIN_SCRIPT,
+            config,
+            '--launcher',
+            'pytorch',
+        ]
     return [
-        sys.executable,
-        TRAIN_SCRIPT,
-        config,
+        *launch,
         '--work-dir',
         work_dir,
         '--cfg-options',
@@ -104,14 +125,16 @@ def run_one(
     work_dir: str,
     log_path: str,
     threads: int = 1,
+    nproc: int = 1,
 ) -> int:
-    """Train one run in a subprocess, its output to ``log_path``.
+    """Train one run in a subprocess, its output to ``log_path``
+    (``threads`` per process, ``nproc`` processes).
 
     Returns:
-        int: the exit status of tools/train.py.
+        int: the exit status of tools/train.py (of the launcher if nproc > 1).
     """
     name = osp.basename(osp.normpath(work_dir))
-    cmd = train_command(config, work_dir, name, seed, options)
+    cmd = train_command(config, work_dir, name, seed, options, nproc)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED='1')
     with open(log_path, 'w', encoding='utf-8') as log:
         log.write(' '.join(cmd) + '\n')
@@ -148,9 +171,10 @@ def run_sweep(
     seeds: Sequence[int],
     threads: int = 1,
     jobs: int = 1,
+    nproc: int = 1,
 ) -> List[str]:
     """Train every (variant, seed) run whose ``done`` file is missing,
-    ``jobs`` at a time.
+    ``jobs`` at a time, each with ``nproc`` processes.
 
     Returns:
         list[str]: the log paths of the runs that failed.
@@ -190,6 +214,7 @@ def run_sweep(
                 run_dir,
                 log_path,
                 threads,
+                nproc,
             )
         except Exception as e:  # a launch error fails this run only
             code, error = -1, f'{type(e).__name__}: {e}'
@@ -578,6 +603,13 @@ def parse_args(argv=None):
         '--jobs', type=int, default=1, help='runs at once (default 1)'
     )
     parser.add_argument(
+        '--nproc',
+        type=int,
+        default=1,
+        help='processes per run (default 1; more: a distributed run through '
+        'torch.distributed.run, as tools/dist_train.sh)',
+    )
+    parser.add_argument(
         '--collect-only',
         action='store_true',
         help='no training: summarise the finished runs in WORK',
@@ -637,8 +669,8 @@ def check_args(args) -> Dict[str, dict]:
             f'--baseline "{args.baseline}" is not a variant '
             f'({", ".join(variants)})'
         )
-    if args.threads < 1 or args.jobs < 1:
-        raise ValueError('--threads and --jobs must be >= 1')
+    if args.threads < 1 or args.jobs < 1 or args.nproc < 1:
+        raise ValueError('--threads, --jobs and --nproc must be >= 1')
     if (args.readme is None) != (args.section is None):
         raise ValueError('--readme and --section go together')
     if args.readme is not None and not osp.isfile(args.readme):
@@ -661,7 +693,12 @@ def main(argv=None) -> dict:
     failed = []
     if not args.collect_only:
         failed = run_sweep(
-            args.work, variants, args.seeds, args.threads, args.jobs
+            args.work,
+            variants,
+            args.seeds,
+            args.threads,
+            args.jobs,
+            args.nproc,
         )
     try:
         runs, missing = collect(
