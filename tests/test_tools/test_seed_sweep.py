@@ -309,19 +309,21 @@ def test_failed_run_reported_and_sweep_goes_on(tmp_path, monkeypatch):
     assert [c[0] for c in calls] == ['stock_s1']
 
 
+# what every run gets after its launcher, config (and launcher flag)
+RUN_ARGS = [
+    '--work-dir',
+    'w/a_s3',
+    '--cfg-options',
+    'randomness.seed=3',
+    'experiment_name=a_s3',
+    'visualizer.name=a_s3',
+    'x.y=1',
+]
+
+
 def test_train_command():
     cmd = tool.train_command('c.py', 'w/a_s3', 'a_s3', 3, ['x.y=1'])
-    assert cmd[1:] == [
-        tool.TRAIN_SCRIPT,
-        'c.py',
-        '--work-dir',
-        'w/a_s3',
-        '--cfg-options',
-        'randomness.seed=3',
-        'experiment_name=a_s3',
-        'visualizer.name=a_s3',
-        'x.y=1',
-    ]
+    assert cmd[1:] == [tool.TRAIN_SCRIPT, 'c.py', *RUN_ARGS]
 
 
 def test_train_command_distributed():
@@ -337,13 +339,7 @@ def test_train_command_distributed():
         'c.py',
         '--launcher',
         'pytorch',
-        '--work-dir',
-        'w/a_s3',
-        '--cfg-options',
-        'randomness.seed=3',
-        'experiment_name=a_s3',
-        'visualizer.name=a_s3',
-        'x.y=1',
+        *RUN_ARGS,
     ]
 
 

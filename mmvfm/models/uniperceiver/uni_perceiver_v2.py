@@ -211,13 +211,14 @@ def _check_task(name: str, cfg: dict) -> dict:
             beam_size=3,
             length_penalty=0.6,
         )
-        unknown = sorted(set(cfg.get('decode_cfg') or {}) - set(decode))
+        given = cfg.get('decode_cfg') or {}
+        unknown = sorted(set(given) - set(decode))
         if unknown:
             raise ValueError(
                 f'tasks.{name}.decode_cfg: unknown keys {unknown} (known: '
                 f'{sorted(decode)})'
             )
-        decode.update(cfg.get('decode_cfg') or {})
+        decode.update(given)
         if decode['mode'] not in DECODE_MODES:
             raise ValueError(
                 f'tasks.{name}.decode_cfg.mode must be one of '
