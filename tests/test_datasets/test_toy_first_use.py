@@ -42,6 +42,32 @@ def test_absent_folder_generated_once_with_a_log_line(tmp_path, capsys):
     assert stat.st_mtime == mtime
 
 
+def test_two_independent_jobs_racing_keep_the_first_copy(
+    tmp_path, monkeypatch, capsys
+):
+    """Two single-process jobs (no process group) start on an absent set:
+    the one that renames second keeps the first copy and leaves no
+    temporary folder."""
+    from mmvfm.datasets.toy_coco import first_use
+
+    MMLogger.get_instance('test_toy_first_use_race')
+    root = str(tmp_path / 'toy')
+    real = first_use.generate_toy_coco
+
+    def generate_while_another_job_finishes(out, **kwargs):
+        real(out, **kwargs)
+        if not osp.isdir(root):  # the other job renames its copy first
+            real(root, **kwargs)
+
+    monkeypatch.setattr(
+        first_use, 'generate_toy_coco', generate_while_another_job_finishes
+    )
+    assert ensure_toy_coco(root, TINY)
+    assert 'another process wrote' in _messages(capsys)
+    assert os.listdir(tmp_path) == ['toy']
+    assert verify_toy_coco(root)['val']['images'] == 2
+
+
 def test_dataset_generates_its_absent_folder(tmp_path):
     root = str(tmp_path / 'toy')
     ds = ToyCocoDataset(

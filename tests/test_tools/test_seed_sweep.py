@@ -132,6 +132,66 @@ def test_pick_best_takes_the_highest_value(fake_sweep):
     assert sweep['metrics'][METRIC]['gq']['diff']['mean'] == 0.0
 
 
+def test_merge_grows_a_published_sweep_by_new_seeds(fake_sweep, tmp_path):
+    """Seeds 0-2 published (their work dirs gone), seed 3 run now: the
+    merged sweep equals one over all four runs, names the merged runs and
+    keeps their curves."""
+    published = tool.main(sweep_args(fake_sweep, '--collect-only'))
+    assert published['curves']['gq_s2'][METRIC] == [[10, 0.3], [20, 0.2]]
+    old_json = str(tmp_path / 'published.json')
+    os.replace(fake_sweep / 'sweep.json', old_json)
+    work = tmp_path / 'new'
+    fake_run(work, 'stock_s3', [0.3, 0.16])
+    fake_run(work, 'gq_s3', [0.3, 0.17])
+    seeds = ('0', '1', '2', '3')
+    sweep = tool.main(
+        sweep_args(work, '--collect-only', '--merge', old_json, seeds=seeds)
+    )
+    gq = sweep['metrics'][METRIC]['gq']
+    assert gq['values'] == {'0': 0.15, '1': 0.14, '2': 0.20, '3': 0.17}
+    assert gq['diff']['values'] == pytest.approx([0.05, 0.02, 0.06, 0.01])
+    assert gq['diff']['n'] == 4
+    assert sorted(sweep['merged']) == sorted(
+        f'{v}_s{s}' for v in ('stock', 'gq') for s in range(3)
+    )
+    assert set(sweep['merged'].values()) == {old_json}
+    assert sorted(sweep['runs']) == ['gq_s3', 'stock_s3']
+    assert sweep['curves']['gq_s1'] == published['curves']['gq_s1']
+    assert sweep['missing'] == []
+    # a run in WORK wins over the published value of the same pair
+    fake_run(work, 'gq_s0', [0.3, 0.25])
+    sweep = tool.main(
+        sweep_args(work, '--collect-only', '--merge', old_json, seeds=seeds)
+    )
+    assert sweep['metrics'][METRIC]['gq']['values']['0'] == 0.25
+    assert 'gq_s0' not in sweep['merged']
+
+
+def test_merge_refuses_another_setting(fake_sweep, tmp_path):
+    tool.main(sweep_args(fake_sweep, '--collect-only'))
+    old_json = str(fake_sweep / 'sweep.json')
+    with open(old_json) as f:
+        old = json.load(f)
+    old['variants']['gq']['options'] = ['model.bbox_head.num_classes=4']
+    changed = str(tmp_path / 'changed.json')
+    with open(changed, 'w') as f:
+        json.dump(old, f)
+    work = tmp_path / 'new'
+    fake_run(work, 'stock_s3', [0.1])
+    with pytest.raises(SystemExit, match='variant gq was .*num_classes=4'):
+        tool.main(
+            sweep_args(work, '--collect-only', '--merge', changed, seeds='3')
+        )
+    with pytest.raises(SystemExit, match='its pick is "last"'):
+        tool.main(
+            sweep_args(
+                work, '--collect-only', '--pick', 'best', '--merge', old_json
+            )
+        )
+    with pytest.raises(SystemExit, match='not a sweep.json'):
+        tool.main(sweep_args(work, '--collect-only', '--merge', str(tmp_path)))
+
+
 def test_unfinished_run_left_out_and_one_seed(tmp_path):
     fake_run(tmp_path, 'stock_s0', [0.1])
     fake_run(tmp_path, 'stock_s1', [0.2])

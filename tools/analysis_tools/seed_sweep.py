@@ -38,7 +38,13 @@ multi-task config, ``det/coco/bbox_mAP``. Outputs, in WORK:
   loss, one line per run, a colour per variant.
 
 ``--collect-only`` skips training and summarises the finished runs already
-in WORK. ``--readme README.md --section NAME`` also rewrites the block
+in WORK. ``--merge OLD/sweep.json`` fills (variant, seed) pairs that have no
+finished run in WORK with the values an earlier sweep published (same
+config, options and pick, else an error): a published sweep grows by new
+seeds after its work dirs are gone. ``sweep.json`` names each merged run
+under ``merged`` and keeps every run's validation curves of the chosen
+metrics under ``curves``, so merged runs keep theirs in the plot.
+``--readme README.md --section NAME`` also rewrites the block
 between ``<!-- sweep:NAME -->`` and ``<!-- /sweep:NAME -->`` of that file
 with the table, so a README's table is generated from the sweep's JSON
 (``readme_block`` reads it back, for tests).
@@ -332,6 +338,83 @@ def collect(
     return runs, missing
 
 
+def load_merged(
+    paths: Sequence[str],
+    variants: Dict[str, dict],
+    seeds: Sequence[int],
+    metrics: Sequence[str],
+    pick: str,
+    have: Sequence[str] = (),
+) -> Dict[str, dict]:
+    """Runs of earlier ``sweep.json`` files for the (variant, seed) pairs
+    not in ``have`` (the first file holding a pair wins).
+
+    Returns:
+        dict: run name -> ``variant``, ``seed``, ``merged`` (the file),
+        metric ``values``, ``val`` (the curves the file kept, maybe none)
+        and an empty ``train``.
+
+    Raises:
+        ValueError: naming the file and field: unreadable, another pick,
+            a variant with another config or options, or a pair without
+            one of the metrics.
+    """
+    merged: Dict[str, dict] = {}
+    for path in paths:
+        try:
+            with open(path, encoding='utf-8') as f:
+                old = json.load(f)
+            old_variants, old_metrics = old['variants'], old['metrics']
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(
+                f'--merge {path}: not a sweep.json ({e})'
+            ) from None
+        if old.get('pick', 'last') != pick:
+            raise ValueError(
+                f'--merge {path}: its pick is "{old.get("pick")}", this '
+                f'sweep\'s is "{pick}"'
+            )
+        for variant, spec in variants.items():
+            if variant not in old_variants:
+                continue
+            theirs = old_variants[variant]
+            if theirs.get('config') != spec['config'] or list(
+                theirs.get('options', [])
+            ) != list(spec['options']):
+                raise ValueError(
+                    f'--merge {path}: variant {variant} was '
+                    f'{theirs.get("config")} {theirs.get("options", [])}, '
+                    f'here {spec["config"]} {spec["options"]}'
+                )
+            for seed in seeds:
+                name = run_name(variant, seed)
+                if name in have or name in merged:
+                    continue
+                values = {}
+                for metric in metrics:
+                    table = old_metrics.get(metric, {}).get(variant, {})
+                    value = table.get('values', {}).get(str(seed))
+                    if value is not None:
+                        values[metric] = float(value)
+                if not values:
+                    continue  # the earlier sweep did not run this seed
+                if len(values) < len(metrics):
+                    lacking = [m for m in metrics if m not in values]
+                    raise ValueError(
+                        f'--merge {path}: run {name} has no {lacking}'
+                    )
+                curves = old.get('curves', {}).get(name, {})
+                merged[name] = dict(
+                    variant=variant,
+                    seed=seed,
+                    merged=path,
+                    values=values,
+                    val={k: [tuple(p) for p in v] for k, v in curves.items()},
+                    train={},
+                )
+    return merged
+
+
 # -------------------------------------------------------------- statistics
 def mean_sd(values: Sequence[float]) -> Tuple[Optional[float], ...]:
     """Mean and sample standard deviation (ddof=1; None below 2 values)."""
@@ -364,8 +447,13 @@ def summarize(
         baseline=baseline,
         pick=pick,
         metrics={},
-        runs={k: r['scalars'] for k, r in runs.items()},
+        runs={k: r['scalars'] for k, r in runs.items() if 'scalars' in r},
+        merged={k: r['merged'] for k, r in runs.items() if 'merged' in r},
         missing=list(missing),
+        curves={
+            k: {m: [list(p) for p in r['val'].get(m, [])] for m in metrics}
+            for k, r in runs.items()
+        },
     )
 
     def per_seed(variant: str, metric: str) -> Dict[int, float]:
@@ -614,6 +702,14 @@ def parse_args(argv=None):
         action='store_true',
         help='no training: summarise the finished runs in WORK',
     )
+    parser.add_argument(
+        '--merge',
+        nargs='+',
+        default=[],
+        metavar='SWEEP_JSON',
+        help="earlier sweeps' sweep.json: their values fill the pairs "
+        'that have no finished run in WORK',
+    )
     parser.add_argument('--readme', help='a README to write the table into')
     parser.add_argument(
         '--section', help='NAME of its <!-- sweep:NAME --> block'
@@ -704,6 +800,22 @@ def main(argv=None) -> dict:
         runs, missing = collect(
             args.work, list(variants), args.seeds, args.metrics, args.pick
         )
+        if args.merge:
+            runs.update(
+                load_merged(
+                    args.merge,
+                    variants,
+                    args.seeds,
+                    args.metrics,
+                    args.pick,
+                    have=list(runs),
+                )
+            )
+            missing = [m for m in missing if m not in runs]
+            say(
+                f'merged from {", ".join(args.merge)}: '
+                + (', '.join(n for n in runs if 'merged' in runs[n]) or 'none')
+            )
         if not runs:
             raise ValueError(f'no finished run in {args.work}')
         if missing:

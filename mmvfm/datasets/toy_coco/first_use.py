@@ -110,12 +110,25 @@ def ensure_toy_coco(
         if osp.isdir(tmp):
             shutil.rmtree(tmp)
         generate_toy_coco(tmp, overwrite=True, **args)
-        os.replace(tmp, data_root.rstrip('/'))
-        print_log(
-            f'toy set: {data_root} written in '
-            f'{time.perf_counter() - start:.0f} s',
-            logger='current',
-        )
+        try:
+            os.replace(tmp, data_root.rstrip('/'))
+        except OSError:
+            # Another independent job (e.g. a second seed-sweep run started
+            # at the same moment) renamed its copy first: keep that one.
+            if not osp.isdir(data_root):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            print_log(
+                f'toy set: another process wrote {data_root} first; '
+                'using that copy',
+                logger='current',
+            )
+        else:
+            print_log(
+                f'toy set: {data_root} written in '
+                f'{time.perf_counter() - start:.0f} s',
+                logger='current',
+            )
     if grouped:
         from mmengine.dist import barrier
 
