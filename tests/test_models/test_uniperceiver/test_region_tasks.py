@@ -5,13 +5,16 @@ class names -- the loss against its equation, the scores against theirs --
 and the bad inputs."""
 
 import copy
+import os.path as osp
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REPO_ROOT
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.structures.mask import BitmapMasks, mask2bbox
+from mmengine.config import Config
 from mmengine.structures import InstanceData
 from test_uni_perceiver_v2 import _cfg as base_cfg
 from test_uni_perceiver_v2 import tokenizer_file  # noqa: F401
@@ -27,63 +30,43 @@ SIZE = 64
 Q = 6
 
 
+# the proposal stage of the five-task config, from the same base
+# (configs/vit_trunk/_base_/mask2former_head.py), shrunk to test size
+M2F_BASE = Config.fromfile(
+    osp.join(REPO_ROOT, 'configs/vit_trunk/_base_/mask2former_head.py')
+).mask2former_task.detector
+
+
 def _proposer(**head):
     d = 32
-    layer = dict(embed_dims=d, num_heads=2, dropout=0.0, batch_first=True)
-    ffn = dict(embed_dims=d, feedforward_channels=2 * d, ffn_drop=0.0)
-    cfg = dict(
-        type='Mask2FormerHead',
+    cfg = copy.deepcopy(M2F_BASE.panoptic_head).to_dict()
+    cfg.update(
         in_channels=[d, d, d],
-        strides=[8, 16, 32],
         feat_channels=d,
         out_channels=d,
+        num_things_classes=1,
         num_queries=Q,
-        num_transformer_feat_level=2,
-        pixel_decoder=dict(
-            type='MSDeformAttnPixelDecoder',
-            num_outs=2,
-            norm_cfg=dict(type='GN', num_groups=8),
-            act_cfg=dict(type='ReLU'),
-            encoder=dict(
-                num_layers=1,
-                layer_cfg=dict(
-                    self_attn_cfg=dict(
-                        embed_dims=d,
-                        num_heads=2,
-                        num_levels=2,
-                        num_points=2,
-                        dropout=0.0,
-                        batch_first=True,
-                    ),
-                    ffn_cfg=ffn,
-                ),
-            ),
-            positional_encoding=dict(num_feats=d // 2, normalize=True),
-        ),
-        enforce_decoder_input_project=False,
         positional_encoding=dict(num_feats=d // 2, normalize=True),
-        transformer_decoder=dict(
-            return_intermediate=True,
-            num_layers=2,
-            layer_cfg=dict(
-                self_attn_cfg=layer, cross_attn_cfg=layer, ffn_cfg=ffn
-            ),
-            init_cfg=None,
-        ),
-        loss_cls=dict(
-            type='CrossEntropyLoss',
-            use_sigmoid=False,
-            loss_weight=2.0,
-            class_weight=[1.0, 0.1],
-        ),
-        loss_mask=dict(
-            type='CrossEntropyLoss', use_sigmoid=True, loss_weight=5.0
-        ),
-        loss_dice=dict(
-            type='DiceLoss', use_sigmoid=True, naive_dice=True, eps=1.0
-        ),
     )
+    cfg['loss_cls']['class_weight'] = [1.0, 0.1]
+    pixel = cfg['pixel_decoder']
+    pixel['norm_cfg']['num_groups'] = 8
+    pixel['positional_encoding']['num_feats'] = d // 2
+    pixel['encoder']['num_layers'] = 1
+    pixel['encoder']['layer_cfg']['self_attn_cfg'].update(
+        embed_dims=d, num_heads=2, num_points=2
+    )
+    decoder = cfg['transformer_decoder']
+    decoder['num_layers'] = 2
+    for layer in (pixel['encoder'], decoder):
+        layer['layer_cfg']['ffn_cfg'].update(
+            embed_dims=d, feedforward_channels=2 * d
+        )
+    for attn in ('self_attn_cfg', 'cross_attn_cfg'):
+        decoder['layer_cfg'][attn].update(embed_dims=d, num_heads=2)
     cfg.update(head)
+    train_cfg = copy.deepcopy(M2F_BASE.train_cfg).to_dict()
+    train_cfg['num_points'] = 64
     return dict(
         type='RegionProposer',
         neck=dict(
@@ -94,24 +77,7 @@ def _proposer(**head):
             num_extra_levels=1,
         ),
         head=cfg,
-        train_cfg=dict(
-            num_points=64,
-            oversample_ratio=3.0,
-            importance_sample_ratio=0.75,
-            assigner=dict(
-                type='HungarianAssigner',
-                match_costs=[
-                    dict(type='ClassificationCost', weight=2.0),
-                    dict(
-                        type='CrossEntropyLossCost',
-                        weight=5.0,
-                        use_sigmoid=True,
-                    ),
-                    dict(type='DiceCost', weight=5.0, pred_act=True, eps=1.0),
-                ],
-            ),
-            sampler=dict(type='MaskPseudoSampler'),
-        ),
+        train_cfg=train_cfg,
     )
 
 
