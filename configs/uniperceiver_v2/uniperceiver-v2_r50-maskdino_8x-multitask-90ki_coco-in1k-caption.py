@@ -121,6 +121,9 @@ model = dict(
     # MaskDINO-like proposals: mmdet's DINO-4scale R50 (its neck, 6 + 6
     # layers, 256-d, contrastive denoising) with ONE foreground class and
     # our mask branch (MaskDINOProposer). 300 queries: OURS (MaskDINO's).
+    # Written out because mmdet's dino-4scale_r50_8xb2-12e_coco.py as a
+    # second _base_ clashes on `model` and the dataloaders; a test keeps it
+    # equal to that file but for num_classes and num_queries.
     proposer=dict(
         type='MaskDINOProposer',
         detector=dict(

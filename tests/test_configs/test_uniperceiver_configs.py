@@ -1,11 +1,14 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
 """The Uni-Perceiver v2 ablation pair differs in exactly the paper's
-ablated settings: sampling, the retrieval gather and the optimizer."""
+ablated settings: sampling, the retrieval gather and the optimizer; the R50
+COCO config's proposal detector is mmdet's DINO-4scale R50."""
 
 import os.path as osp
 
 from conftest import REPO_ROOT
 from mmengine.config import Config
+
+from mmvfm.utils import resolve_config_path
 
 UNMIXED = osp.join(
     REPO_ROOT,
@@ -57,3 +60,28 @@ def test_ablation_pair_differs_only_in_the_ablated_settings():
             b['optim_wrapper.paramwise_cfg.custom_keys.logit_scale.decay_mult']
         )
     )
+
+
+def test_r50_proposer_is_mmdet_dino_4scale():
+    """The R50 COCO config writes DINO out (a second ``_base_`` would clash
+    on ``model`` and the dataloaders): it must stay mmdet's DINO-4scale R50
+    but for the one foreground class and MaskDINO's 300 queries."""
+    ours = Config.fromfile(
+        osp.join(
+            REPO_ROOT,
+            'configs/uniperceiver_v2/'
+            'uniperceiver-v2_r50-maskdino_8x-multitask-90ki_coco-in1k-'
+            'caption.py',
+        )
+    ).model.proposer.detector.to_dict()
+    dino = Config.fromfile(
+        resolve_config_path('mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py')
+    ).model.to_dict()
+    # the backbone and data preprocessor are the whole model's
+    for key in ('backbone', 'data_preprocessor'):
+        dino.pop(key)
+    assert (ours['num_queries'], dino['num_queries']) == (300, 900)
+    assert ours['bbox_head'].pop('num_classes') == 1
+    dino['bbox_head'].pop('num_classes')
+    ours.pop('num_queries'), dino.pop('num_queries')
+    assert _flat(ours) == _flat(dino)
