@@ -324,6 +324,23 @@ def test_resume_runs_only_unfinished(tmp_path, monkeypatch):
     assert calls == []
 
 
+def test_merge_trains_only_what_is_not_published(
+    fake_sweep, tmp_path, monkeypatch
+):
+    """A new seed (3) and the published seeds 0-2: only seed 3 trains."""
+    tool.main(sweep_args(fake_sweep, '--collect-only'))
+    old_json = str(fake_sweep / 'sweep.json')
+    calls = []
+    monkeypatch.setattr(tool, 'run_one', fake_trainer(calls))
+    work = tmp_path / 'new'
+    sweep = tool.main(
+        sweep_args(work, '--merge', old_json, seeds=('0', '1', '2', '3'))
+    )
+    assert sorted(c[0] for c in calls) == ['gq_s3', 'stock_s3']
+    assert sweep['metrics'][METRIC]['stock']['n'] == 4
+    assert len(sweep['merged']) == 6
+
+
 def test_concurrent_sweeps_never_run_a_run_twice(tmp_path, monkeypatch):
     """Two sweeps over one WORK (e.g. seeds 0-2 and, to add a core, seed 2
     alone): a run finished by the other since this sweep started, or being

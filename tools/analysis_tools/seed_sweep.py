@@ -40,8 +40,9 @@ multi-task config, ``det/coco/bbox_mAP``. Outputs, in WORK:
 ``--collect-only`` skips training and summarises the finished runs already
 in WORK. ``--merge OLD/sweep.json`` fills (variant, seed) pairs that have no
 finished run in WORK with the values an earlier sweep published (same
-config, options and pick, else an error): a published sweep grows by new
-seeds after its work dirs are gone. ``sweep.json`` names each merged run
+config, options and pick, else an error) and are not trained again: a
+published sweep grows by new seeds or variants after its work dirs are
+gone. ``sweep.json`` names each merged run
 under ``merged`` and keeps every run's validation curves of the chosen
 metrics under ``curves``, so merged runs keep theirs in the plot.
 ``--readme README.md --section NAME`` also rewrites the block
@@ -178,8 +179,10 @@ def run_sweep(
     threads: int = 1,
     jobs: int = 1,
     nproc: int = 1,
+    published: Sequence[str] = (),
 ) -> List[str]:
-    """Train every (variant, seed) run whose ``done`` file is missing,
+    """Train every (variant, seed) run whose ``done`` file is missing and
+    that is not in ``published`` (runs whose values ``--merge`` brings),
     ``jobs`` at a time, each with ``nproc`` processes.
 
     Returns:
@@ -191,6 +194,8 @@ def run_sweep(
             name = run_name(variant, seed)
             if osp.isfile(osp.join(work, name, 'done')):
                 say(f'skip {name} (done)')
+            elif name in published:
+                say(f'skip {name} (published: --merge)')
             else:
                 todo.append((name, spec, seed))
     if not todo:
@@ -788,6 +793,27 @@ def main(argv=None) -> dict:
         raise SystemExit(f'error: {e}') from None
     failed = []
     if not args.collect_only:
+        published = []
+        if args.merge:  # checked before anything trains
+            done = [
+                run_name(v, s)
+                for v in variants
+                for s in args.seeds
+                if osp.isfile(osp.join(args.work, run_name(v, s), 'done'))
+            ]
+            try:
+                published = list(
+                    load_merged(
+                        args.merge,
+                        variants,
+                        args.seeds,
+                        args.metrics,
+                        args.pick,
+                        have=done,
+                    )
+                )
+            except ValueError as e:
+                raise SystemExit(f'error: {e}') from None
         failed = run_sweep(
             args.work,
             variants,
@@ -795,6 +821,7 @@ def main(argv=None) -> dict:
             args.threads,
             args.jobs,
             args.nproc,
+            published,
         )
     try:
         runs, missing = collect(
