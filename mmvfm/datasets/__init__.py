@@ -8,7 +8,11 @@ from .toy_coco import (
     generate_toy_coco,
     verify_toy_coco,
 )
-from .toy_coco.first_use import ensure_toy_coco, prepare_toy_data
+from .toy_coco.first_use import (
+    ensure_toy_coco,
+    ensure_toy_tokenizer,
+    prepare_toy_data,
+)
 from .toy_coco_dataset import ToyCocoDataset
 
 __all__ = [
@@ -19,6 +23,7 @@ __all__ = [
     'TOY_PALETTE',
     'ToyCocoDataset',
     'ensure_toy_coco',
+    'ensure_toy_tokenizer',
     'generate_toy_coco',
     'prepare_toy_data',
     'verify_toy_coco',

@@ -137,6 +137,34 @@ def test_prepare_generates_toy_roots_only(tmp_path):
     assert prepare_toy_data(_cfg(root, coco)) == []
 
 
+def test_prepare_trains_the_toy_tokenizer_only(tmp_path, capsys):
+    """A BPETokenizer file directly in a toy set is trained from its
+    captions at the config's vocab_size; one elsewhere is left alone (the
+    tokenizer's own error names it at build time)."""
+    from mmvfm.models.language import BPETokenizer
+
+    MMLogger.get_instance('test_toy_first_use_tokenizer')
+    root, coco = str(tmp_path / 'toy'), str(tmp_path / 'coco')
+    cfg = _cfg(root, coco)
+    tok = osp.join(root, 'tokenizer.json')
+    elsewhere = osp.join(coco, 'tokenizer.json')
+    cfg.model = dict(
+        type='X',
+        text=dict(type='BPETokenizer', file=tok, vocab_size=300),
+        heads=[
+            dict(tokenizer=dict(type='mmvfm.BPETokenizer', file=elsewhere))
+        ],
+    )
+    assert prepare_toy_data(cfg) == [root, tok]
+    log = _messages(capsys)
+    assert f'{tok} does not exist; training it there on first use' in log
+    assert 'train_tokenizer.py' in log and '--vocab-size 300' in log
+    assert BPETokenizer(tok, vocab_size=300).vocab_size == 300
+    assert not osp.exists(elsewhere)
+    assert not [f for f in os.listdir(root) if 'partial' in f]
+    assert prepare_toy_data(cfg) == []  # nothing is trained twice
+
+
 def test_prepare_refuses_two_generators_for_one_root(tmp_path):
     cfg = _cfg(str(tmp_path / 'toy'), 'x', val_generator=dict(TINY, seed=1))
     with pytest.raises(

@@ -1,6 +1,6 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
-"""Generate the toy set on first use: the README's first run is one
-command (``python tools/train.py <toy config>``).
+"""Generate the toy set (and a toy config's tokenizer) on first use: the
+README's first run is one command (``python tools/train.py <toy config>``).
 
 Only a *missing folder* is generated, and only for :class:`ToyCocoDataset`
 configs (whose ``generator`` dict holds :func:`generate_toy_coco`'s
@@ -19,7 +19,7 @@ import os
 import os.path as osp
 import shutil
 import time
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.logging import print_log
 
@@ -27,7 +27,12 @@ from ...utils.data_check import _dataset_cfgs, named_loaders
 from .common import _REGEN_HINT
 from .writing import generate_toy_coco
 
-__all__ = ['ensure_toy_coco', 'prepare_toy_data', 'toy_generator_args']
+__all__ = [
+    'ensure_toy_coco',
+    'ensure_toy_tokenizer',
+    'prepare_toy_data',
+    'toy_generator_args',
+]
 
 # how long the other ranks wait for rank 0's set (the default set: ~40 s)
 WAIT_S = 30 * 60
@@ -81,6 +86,77 @@ def _rank_world() -> Tuple[int, int, bool]:
     )
 
 
+def _remove(path: str) -> None:
+    if osp.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif osp.exists(path):
+        os.remove(path)
+
+
+def _write_once(
+    target: str,
+    exists: Callable[[str], bool],
+    write: Callable[[str], None],
+    doing: str,
+    command: str,
+    wait_s: float,
+) -> bool:
+    """Rank 0 writes ``target`` (a folder or a file) through a temporary
+    path renamed into place; the other ranks wait for it (a barrier when
+    the process group is up, else until ``exists(target)``).
+
+    Returns:
+        bool: whether ``target`` was absent (and is now written).
+    """
+    if exists(target):
+        return False
+    target = target.rstrip('/')
+    rank, world, grouped = _rank_world()
+    if rank == 0:
+        print_log(
+            f'toy set: {target} does not exist; {doing} it there on first '
+            f'use, as `{command}` would',
+            logger='current',
+        )
+        start = time.perf_counter()
+        tmp = f'{target}.partial-{os.getpid()}'
+        _remove(tmp)
+        write(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            # Another independent job (e.g. a second seed-sweep run started
+            # at the same moment) renamed its copy first: keep that one.
+            if not exists(target):
+                raise
+            _remove(tmp)
+            print_log(
+                f'toy set: another process wrote {target} first; using that '
+                'copy',
+                logger='current',
+            )
+        else:
+            print_log(
+                f'toy set: {target} written in '
+                f'{time.perf_counter() - start:.0f} s',
+                logger='current',
+            )
+    if grouped:
+        from mmengine.dist import barrier
+
+        barrier()
+    elif world > 1 and rank != 0:
+        deadline = time.monotonic() + wait_s
+        while not exists(target):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f'rank {rank}: waited {wait_s:.0f} s for rank 0 to '
+                    f'write {target}'
+                )
+            time.sleep(1.0)
+    return True
+
+
 def ensure_toy_coco(
     data_root: str, generator: Optional[dict] = None, wait_s: float = WAIT_S
 ) -> bool:
@@ -98,51 +174,58 @@ def ensure_toy_coco(
     if osp.isdir(data_root):
         return False
     args = toy_generator_args(generator, 'generator')
-    rank, world, grouped = _rank_world()
-    if rank == 0:
-        print_log(
-            f'toy set: {data_root} does not exist; generating it there on '
-            f'first use, as `{_command(data_root, args)}` would',
-            logger='current',
-        )
-        start = time.perf_counter()
-        tmp = data_root.rstrip('/') + f'.partial-{os.getpid()}'
-        if osp.isdir(tmp):
-            shutil.rmtree(tmp)
-        generate_toy_coco(tmp, overwrite=True, **args)
-        try:
-            os.replace(tmp, data_root.rstrip('/'))
-        except OSError:
-            # Another independent job (e.g. a second seed-sweep run started
-            # at the same moment) renamed its copy first: keep that one.
-            if not osp.isdir(data_root):
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-            print_log(
-                f'toy set: another process wrote {data_root} first; '
-                'using that copy',
-                logger='current',
-            )
-        else:
-            print_log(
-                f'toy set: {data_root} written in '
-                f'{time.perf_counter() - start:.0f} s',
-                logger='current',
-            )
-    if grouped:
-        from mmengine.dist import barrier
+    return _write_once(
+        data_root,
+        osp.isdir,
+        lambda tmp: generate_toy_coco(tmp, overwrite=True, **args),
+        'generating',
+        _command(data_root, args),
+        wait_s,
+    )
 
-        barrier()
-    elif world > 1 and rank != 0:
-        deadline = time.monotonic() + wait_s
-        while not osp.isdir(data_root):
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f'rank {rank}: waited {wait_s:.0f} s for rank 0 to '
-                    f'generate the toy set at {data_root}'
-                )
-            time.sleep(1.0)
-    return True
+
+def ensure_toy_tokenizer(
+    file: str, data_root: str, vocab_size: int = 512, wait_s: float = WAIT_S
+) -> bool:
+    """Train the BPE tokenizer ``file`` from the toy set's training captions
+    if that file is absent, as ``tools/misc/train_tokenizer.py`` would.
+
+    Args:
+        file: the tokenizer file (a config's ``BPETokenizer.file``).
+        data_root: the toy set it is trained from.
+        vocab_size: the config's (the tool's default: 512).
+        wait_s: as :func:`ensure_toy_coco`.
+
+    Returns:
+        bool: whether the file was absent (and is now trained).
+    """
+    from mmvfm.models.language import coco_captions, train_bpe
+
+    captions = osp.join(data_root, 'annotations', 'captions_train.json')
+    command = (
+        f'python tools/misc/train_tokenizer.py {captions} {file} '
+        f'--vocab-size {vocab_size}'
+    )
+    return _write_once(
+        file,
+        osp.isfile,
+        lambda tmp: train_bpe(coco_captions(captions), tmp, vocab_size),
+        'training',
+        command,
+        wait_s,
+    )
+
+
+def _tokenizers(node, field: str = 'model') -> Iterator[Tuple[str, dict]]:
+    """``(field, config)`` of every ``BPETokenizer`` dict under ``node``."""
+    if isinstance(node, dict):
+        if str(node.get('type', '')).split('.')[-1] == 'BPETokenizer':
+            yield field, node
+        for key, value in node.items():
+            yield from _tokenizers(value, f'{field}.{key}')
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _tokenizers(value, f'{field}[{i}]')
 
 
 def _toy_datasets(cfg, fields: Sequence[str]) -> Iterator[Tuple[str, dict]]:
@@ -171,8 +254,12 @@ def prepare_toy_data(
     ``ToyCocoDataset``s of a config's dataloaders ``loaders``
     (:func:`ensure_toy_coco`), before its paths are checked.
 
+    A ``BPETokenizer`` of the model whose ``file`` lies directly in one
+    of these folders is trained from its training captions when absent
+    (:func:`ensure_toy_tokenizer`).
+
     Returns:
-        list[str]: the folders generated.
+        list[str]: the folders generated and tokenizer files trained.
 
     Raises:
         ValueError: two datasets of one folder with different
@@ -193,8 +280,20 @@ def prepare_toy_data(
                 f'toy set {root}'
             )
         roots.setdefault(key, (field, args))
-    return [
+    written = [
         root
         for root, (_, args) in roots.items()
         if ensure_toy_coco(root, args)
     ]
+    # a BPETokenizer file directly in one of these toy sets is trained from
+    # its captions when absent; any other tokenizer file keeps its error
+    for _, tok in _tokenizers(cfg.get('model')):
+        file = tok.get('file')
+        if not isinstance(file, str) or '://' in file:
+            continue
+        root = osp.normpath(osp.dirname(file))
+        if root in roots and ensure_toy_tokenizer(
+            file, root, tok.get('vocab_size') or 512
+        ):
+            written.append(file)
+    return written
