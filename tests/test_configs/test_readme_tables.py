@@ -7,6 +7,7 @@
 import glob
 import json
 import os.path as osp
+import re
 
 import pytest
 from conftest import REPO_ROOT, load_tool
@@ -56,3 +57,31 @@ def test_readme_ood_table_matches_its_json(path):
     block = block.split(f'<!-- /ood:{section} -->', 1)[0]
     assert block.strip() == ood_tool.render_markdown(result).strip()
     assert len(result['tuned']) >= 3
+
+
+READMES = sorted(
+    glob.glob(osp.join(REPO_ROOT, 'configs', '*', 'README.md'))
+    + glob.glob(
+        osp.join(REPO_ROOT, 'projects', '**', 'README.md'), recursive=True
+    )
+    + [osp.join(REPO_ROOT, 'README.md')]
+)
+
+
+@pytest.mark.parametrize(
+    'path', READMES, ids=[osp.relpath(p, REPO_ROOT) for p in READMES]
+)
+def test_readme_relative_links_exist(path):
+    """Every relative link of a README (a sweep's JSON and curves, a config)
+    names a file of the repository; code spans and blocks are not links."""
+    with open(path) as f:
+        text = f.read()
+    text = re.sub(r'```.*?```', '', text, flags=re.S)
+    text = re.sub(r'`[^`\n]*`', '', text)
+    missing = []
+    for link in re.findall(r'\]\(([^)#\s]+)(?:#[^)]*)?\)', text):
+        if '://' in link or link.startswith('mailto:'):
+            continue
+        if not osp.exists(osp.join(osp.dirname(path), link)):
+            missing.append(link)
+    assert missing == [], (osp.relpath(path, REPO_ROOT), missing)
