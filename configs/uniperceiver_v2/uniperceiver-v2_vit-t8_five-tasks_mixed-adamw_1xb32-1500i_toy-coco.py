@@ -9,7 +9,12 @@
 # refuses a collective head under 'mixed'): each rank's own batch only.
 _base_ = './uniperceiver-v2_vit-t8_five-tasks_1xb32-1500i_toy-coco.py'
 
-model = dict(tasks=dict(retrieval=dict(gather=False)))
+# The same holds for the proposal stage's loss normalisers (Mask2Former
+# averages its mask count over the ranks): each rank uses its own.
+model = dict(
+    tasks=dict(retrieval=dict(gather=False)),
+    proposer=dict(sync_normalizers=False),
+)
 train_cfg = dict(strategy='mixed')
 # AdamW's usual betas (MT-AdamW's 0.1 / 0.001 in its own convention), the
 # same lr, weight decay and parameter groups

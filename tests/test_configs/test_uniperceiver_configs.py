@@ -1,6 +1,8 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
-"""The Uni-Perceiver v2 ablation pair differs in exactly the paper's
-ablated settings: sampling, the retrieval gather and the optimizer; the R50
+"""The Uni-Perceiver v2 ablation configs differ in exactly the paper's
+ablated settings: sampling (with the collectives it rules out: the
+retrieval gather, the proposal stage's synchronised normalisers) and the
+optimizer; the R50
 COCO config's proposal detector is mmdet's DINO-4scale R50."""
 
 import os.path as osp
@@ -21,6 +23,12 @@ MIXED = osp.join(
     'uniperceiver-v2_vit-t8_five-tasks_mixed-adamw_1xb32-1500i_toy-coco.py',
 )
 
+ADAMW = osp.join(
+    REPO_ROOT,
+    'configs/uniperceiver_v2/'
+    'uniperceiver-v2_vit-t8_five-tasks_adamw_1xb32-1500i_toy-coco.py',
+)
+
 
 def _flat(node, prefix=''):
     if isinstance(node, dict):
@@ -38,6 +46,7 @@ def test_ablation_pair_differs_only_in_the_ablated_settings():
     ablated = {
         'train_cfg.strategy',
         'model.tasks.retrieval.gather',
+        'model.proposer.sync_normalizers',
         'custom_hooks',
     }
     assert ablated <= differ
@@ -47,6 +56,8 @@ def test_ablation_pair_differs_only_in_the_ablated_settings():
     assert b['train_cfg.strategy'] == 'mixed'
     assert a['model.tasks.retrieval.gather'] is True
     assert b['model.tasks.retrieval.gather'] is False
+    assert a.get('model.proposer.sync_normalizers', True) is True
+    assert b['model.proposer.sync_normalizers'] is False
     assert a['optim_wrapper.optimizer.type'] == 'MTAdamW'
     assert b['optim_wrapper.optimizer.type'] == 'AdamW'
     for key in ('lr', 'weight_decay'):
@@ -60,6 +71,33 @@ def test_ablation_pair_differs_only_in_the_ablated_settings():
             b['optim_wrapper.paramwise_cfg.custom_keys.logit_scale.decay_mult']
         )
     )
+
+
+def _differ(a: str, b: str) -> set:
+    x = _flat(Config.fromfile(a).to_dict())
+    y = _flat(Config.fromfile(b).to_dict())
+    return {
+        k for k in set(x) | set(y) if x.get(k, 'unset') != y.get(k, 'unset')
+    }
+
+
+def test_optimizer_arm_sits_between_the_pair():
+    """unmixed + gather + AdamW: the mixed baseline but for the sampling
+    (and its collectives), the unmixed config but for the optimizer."""
+    assert _differ(MIXED, ADAMW) == {
+        'train_cfg.strategy',
+        'model.tasks.retrieval.gather',
+        'model.proposer.sync_normalizers',
+    }
+    rest = _differ(UNMIXED, ADAMW) - {
+        'custom_hooks',
+        # unset in the unmixed config: the default, True
+        'model.proposer.sync_normalizers',
+    }
+    assert rest and all(k.startswith('optim_wrapper.') for k in rest), rest
+    adamw = Config.fromfile(ADAMW)
+    assert adamw.model.proposer.sync_normalizers is True
+    assert adamw.optim_wrapper.optimizer.type == 'AdamW'
 
 
 def test_r50_proposer_is_mmdet_dino_4scale():

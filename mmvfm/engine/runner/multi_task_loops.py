@@ -214,9 +214,11 @@ class MultiTaskIterBasedTrainLoop(IterBasedTrainLoop):
                 raise ValueError(
                     f"strategy='mixed' with tasks {sorted(collective)} whose "
                     'heads run a cross-rank collective (e.g. gathering '
-                    'retrieval features): ranks training different tasks '
-                    "would deadlock. Use strategy='unmixed' or turn the "
-                    'gathering off'
+                    'retrieval features, or a detection loss normaliser '
+                    'averaged over the ranks): ranks training different '
+                    "tasks would deadlock. Use strategy='unmixed' or turn "
+                    "the collective off (gather=False, a proposal stage's "
+                    'sync_normalizers=False)'
                 )
         if (
             is_model_wrapper(runner.model)

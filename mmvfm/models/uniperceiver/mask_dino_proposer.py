@@ -46,6 +46,8 @@ from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 from torch import Tensor
 
+from ..utils.local_normalizer import rank_local_normalizers
+
 Matches = List[Tuple[Tensor, Tensor]]
 
 
@@ -80,6 +82,10 @@ class MaskDINOProposer(BaseModule):
         ``dn_cfg``, ``train_cfg`` with the assigner).
     loss_mask (float): weight of the masks' cross-entropy.
     loss_dice (float): weight of the masks' dice loss.
+    sync_normalizers (bool): average the loss normalisers over the ranks
+        (mmdet's ``reduce_mean``, a collective; default). ``False``: each
+        rank's own, required under the multi-task loop's ``'mixed'``
+        sampling, where the ranks train different tasks.
     init_cfg (dict, optional): initialisation config.
     """
 
@@ -90,9 +96,11 @@ class MaskDINOProposer(BaseModule):
         detector: dict,
         loss_mask: float = 5.0,
         loss_dice: float = 5.0,
+        sync_normalizers: bool = True,
         init_cfg=None,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
+        self.sync_normalizers = bool(sync_normalizers)
         detector = ConfigDict(copy.deepcopy(detector))
         if detector.get('backbone') not in (None, {}):
             raise ValueError(
@@ -267,15 +275,16 @@ class MaskDINOProposer(BaseModule):
             masks.append(gt.masks)
         samples = out['samples']
         head_in = out['head_inputs']
-        losses = self.detector.bbox_head.loss_by_feat(
-            out['cls_all'],
-            out['box_all'],
-            head_in['enc_outputs_class'],
-            head_in['enc_outputs_coord'],
-            [s.gt_instances for s in samples],
-            [s.metainfo for s in samples],
-            head_in['dn_meta'],
-        )
+        with rank_local_normalizers(not self.sync_normalizers):
+            losses = self.detector.bbox_head.loss_by_feat(
+                out['cls_all'],
+                out['box_all'],
+                head_in['enc_outputs_class'],
+                head_in['enc_outputs_coord'],
+                [s.gt_instances for s in samples],
+                [s.metainfo for s in samples],
+                head_in['dn_meta'],
+            )
         matches = self.match(out, samples)
         logits = out['mask_logits']
         preds, targets = [], []

@@ -41,6 +41,8 @@ from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 from torch import Tensor
 
+from ..utils.local_normalizer import rank_local_normalizers
+
 Matches = List[Tuple[Tensor, Tensor]]
 
 
@@ -76,6 +78,10 @@ class RegionProposer(BaseModule):
         (e.g. ``SimpleFeaturePyramid`` for a plain ViT).
     train_cfg (dict, optional): the head's matching and point sampling
         (as ``Mask2Former``'s ``train_cfg``).
+    sync_normalizers (bool): average the loss normalisers over the ranks
+        (mmdet's ``reduce_mean``, a collective; default). ``False``: each
+        rank's own, required under the multi-task loop's ``'mixed'``
+        sampling, where the ranks train different tasks.
     init_cfg (dict, optional): initialisation config.
     """
 
@@ -86,9 +92,11 @@ class RegionProposer(BaseModule):
         head: dict,
         neck: Optional[dict] = None,
         train_cfg: Optional[dict] = None,
+        sync_normalizers: bool = True,
         init_cfg=None,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
+        self.sync_normalizers = bool(sync_normalizers)
         # mmdet's head reads its sub-configs by attribute
         head = ConfigDict(copy.deepcopy(head))
         for key, want in (('num_things_classes', 1), ('num_stuff_classes', 0)):
@@ -219,9 +227,10 @@ class RegionProposer(BaseModule):
 
         self.head._get_targets_single = recording
         try:
-            losses = self.head.loss_by_feat(
-                out['cls'], out['masks'], gts, metas
-            )
+            with rank_local_normalizers(not self.sync_normalizers):
+                losses = self.head.loss_by_feat(
+                    out['cls'], out['masks'], gts, metas
+                )
         finally:
             del self.head._get_targets_single  # the class's method again
         last = records[-len(gts) :]

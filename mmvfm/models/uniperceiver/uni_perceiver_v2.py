@@ -357,8 +357,15 @@ class UniPerceiverV2(BaseModel):
         return list(self.task_cfgs)
 
     def task_uses_collective(self, task: str) -> bool:
+        """Retrieval that gathers across ranks, and the region tasks when
+        the proposal stage averages its loss normalisers over the ranks
+        (its ``sync_normalizers``)."""
         cfg = self.task_cfgs[task]
-        return cfg['type'] == 'retrieval' and bool(cfg['gather'])
+        if cfg['type'] == 'retrieval':
+            return bool(cfg['gather'])
+        if cfg['type'] in ('detection', 'instance_segmentation'):
+            return bool(getattr(self.proposer, 'sync_normalizers', False))
+        return False
 
     def check_task_data(self, task: str, metainfo: dict) -> None:
         """A task's dataset declares the task's candidate class names, in

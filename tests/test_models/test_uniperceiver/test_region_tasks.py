@@ -296,6 +296,36 @@ def test_matches_are_the_ones_mask2formers_loss_used(tokenizer_file):
     assert '_get_targets_single' not in vars(model.proposer.head)
 
 
+@pytest.mark.parametrize('sync', [True, False])
+def test_proposer_normalizers_sync_or_rank_local(
+    tokenizer_file, monkeypatch, sync
+):
+    """``sync_normalizers=False`` (the 'mixed' ablation config) computes
+    the same losses on one rank without any all-reduce; the default calls
+    mmdet's reduce_mean (a collective every rank must join)."""
+    cfg = _cfg(tokenizer_file)
+    cfg['proposer']['sync_normalizers'] = sync
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    samples = _samples([[(0, 0, 16, 16), (32, 32, 60, 60)]], [[2, 0]])
+    out = model.proposer(model.backbone_maps(_images(1)), samples)
+    torch.manual_seed(1)  # Mask2Former samples its points at random
+    local, _ = model.proposer.loss(out, samples)
+    reduced = []
+    dist = torch.distributed
+    monkeypatch.setattr(dist, 'is_initialized', lambda: True)
+    monkeypatch.setattr(dist, 'get_world_size', lambda *a: 1)
+    monkeypatch.setattr(
+        dist, 'all_reduce', lambda t, *a, **k: reduced.append(t)
+    )
+    torch.manual_seed(1)
+    losses, _ = model.proposer.loss(out, samples)
+    assert (len(reduced) > 0) is sync
+    assert model.task_uses_collective('det') is sync
+    for key, value in local.items():
+        assert torch.allclose(losses[key], value), key
+
+
 # -------------------------------------------------------- prediction
 def test_predicted_scores_boxes_and_masks(tokenizer_file):
     """Every kept (proposal, class) pair recomputed: the top pairs by
