@@ -791,29 +791,29 @@ def main(argv=None) -> dict:
         variants = check_args(args)
     except ValueError as e:
         raise SystemExit(f'error: {e}') from None
+    # the published runs --merge brings for the pairs not finished in WORK:
+    # read once, checked before anything trains, never trained again
+    merged: Dict[str, dict] = {}
+    if args.merge:
+        done = [
+            run_name(v, s)
+            for v in variants
+            for s in args.seeds
+            if osp.isfile(osp.join(args.work, run_name(v, s), 'done'))
+        ]
+        try:
+            merged = load_merged(
+                args.merge,
+                variants,
+                args.seeds,
+                args.metrics,
+                args.pick,
+                have=done,
+            )
+        except ValueError as e:
+            raise SystemExit(f'error: {e}') from None
     failed = []
     if not args.collect_only:
-        published = []
-        if args.merge:  # checked before anything trains
-            done = [
-                run_name(v, s)
-                for v in variants
-                for s in args.seeds
-                if osp.isfile(osp.join(args.work, run_name(v, s), 'done'))
-            ]
-            try:
-                published = list(
-                    load_merged(
-                        args.merge,
-                        variants,
-                        args.seeds,
-                        args.metrics,
-                        args.pick,
-                        have=done,
-                    )
-                )
-            except ValueError as e:
-                raise SystemExit(f'error: {e}') from None
         failed = run_sweep(
             args.work,
             variants,
@@ -821,23 +821,15 @@ def main(argv=None) -> dict:
             args.threads,
             args.jobs,
             args.nproc,
-            published,
+            list(merged),
         )
     try:
         runs, missing = collect(
             args.work, list(variants), args.seeds, args.metrics, args.pick
         )
         if args.merge:
-            runs.update(
-                load_merged(
-                    args.merge,
-                    variants,
-                    args.seeds,
-                    args.metrics,
-                    args.pick,
-                    have=list(runs),
-                )
-            )
+            # a run finished in WORK meanwhile wins over its published value
+            runs.update({k: r for k, r in merged.items() if k not in runs})
             missing = [m for m in missing if m not in runs]
             say(
                 f'merged from {", ".join(args.merge)}: '
