@@ -54,7 +54,10 @@ from mmdet.models.layers import (
     DetrTransformerEncoder,
     SinePositionalEncoding,
 )
-from mmdet.models.layers.transformer import coordinate_to_encoding
+from mmdet.models.layers.transformer import (
+    coordinate_to_encoding,
+    inverse_sigmoid,
+)
 from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList
 from mmengine.model import ModuleList
@@ -87,7 +90,11 @@ class SiATransformerDecoderLayer(DetrTransformerDecoderLayer):
 
 class SiATransformerDecoder(DetrTransformerDecoder):
     """mmdet's DETR decoder made of :class:`SiATransformerDecoderLayer`;
-    ``spatial_shapes`` is passed to the layers as a keyword."""
+    ``spatial_shapes`` is passed to the layers as a keyword.
+
+    With ``reg_branches`` (:meth:`forward`) it refines a reference box per
+    layer, as mmdet's Deformable DETR decoder does with box refinement.
+    """
 
     def _init_layers(self) -> None:
         self.layers = ModuleList(
@@ -98,6 +105,87 @@ class SiATransformerDecoder(DetrTransformerDecoder):
         _, self.post_norm = build_norm_layer(
             self.post_norm_cfg, self.embed_dims
         )
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        query_pos: Tensor,
+        key_pos: Tensor,
+        key_padding_mask: Optional[Tensor],
+        reference_points: Optional[Tensor] = None,
+        reg_branches: Optional[nn.ModuleList] = None,
+        **kwargs,
+    ):
+        """Without ``reg_branches``: mmdet's DETR decoder, hidden states
+        (num_layers, B, Nq, C) (or (1, B, Nq, C)).
+
+        With ``reg_branches`` (one per layer) and ``reference_points``
+        (B, Nq, 2), normalised (cx, cy): box refinement. Layer ``l`` gets
+        the query position ``query_pos + sine(ref_l)`` (and
+        ``query_sine_pos = sine(ref_l)``), the sine encoding of its
+        reference centre; after it, ``ref_{l+1} = sigmoid(reg_l(h_l) +
+        inverse_sigmoid(ref_l))`` (on (cx, cy) only while ``ref_l`` is a
+        point, on the box after), detached, ``h_l`` the post-normed hidden
+        state the head sees, so ``ref_{l+1}`` is layer ``l``'s box.
+
+        Returns:
+            Tensor | tuple[Tensor, Tensor]: without ``reg_branches`` the
+            hidden states; with them, the hidden states
+            (num_layers, B, Nq, C) and the refined references
+            (num_layers, B, Nq, 4), ``ref_1 ... ref_L``.
+        """
+        if reg_branches is None:
+            return super().forward(
+                query,
+                key,
+                value,
+                query_pos,
+                key_pos,
+                key_padding_mask,
+                **kwargs,
+            )
+        if reference_points is None or not self.return_intermediate:
+            raise ValueError(
+                'SiATransformerDecoder: box refinement (reg_branches) needs '
+                'reference_points and return_intermediate=True'
+            )
+        if len(reg_branches) != self.num_layers:
+            raise ValueError(
+                f'SiATransformerDecoder: {len(reg_branches)} reg_branches '
+                f'for {self.num_layers} layers'
+            )
+        ref = reference_points
+        states, refs = [], []
+        for layer, reg_branch in zip(self.layers, reg_branches):
+            # the keys' encoding (normalised, 2*pi scale, [y, x] halves)
+            sine = coordinate_to_encoding(
+                ref[..., :2], num_feats=self.embed_dims // 2
+            )
+            query = layer(
+                query,
+                key=key,
+                value=value,
+                query_pos=query_pos + sine,
+                key_pos=key_pos,
+                key_padding_mask=key_padding_mask,
+                query_sine_pos=sine,
+                **kwargs,
+            )
+            state = self.post_norm(query)
+            delta = reg_branch(state)  # [B, Nq, 4]
+            if ref.shape[-1] == 4:
+                new_ref = delta + inverse_sigmoid(ref)
+            else:
+                new_ref = torch.cat(
+                    [delta[..., :2] + inverse_sigmoid(ref), delta[..., 2:]],
+                    -1,
+                )
+            ref = new_ref.sigmoid().detach()
+            states.append(state)
+            refs.append(ref)
+        return torch.stack(states), torch.stack(refs)
 
 
 @MODELS.register_module()
@@ -123,11 +211,54 @@ class SiADETR(DETR):
             schedule; the reference gives every query a spatial anchor.
             The encoding is also handed to the cross-attention as
             ``query_sine_pos`` (used by ``spatial_query=True``).
+        with_box_refine (bool): iterative box refinement (a departure
+            from the paper, off by default; needs ``with_reference``), as
+            mmdet's Deformable DETR with ``with_box_refine``: each layer's
+            box, detached, is the next layer's reference, whose centre
+            gives that layer's query position and spatial query (see
+            :meth:`SiATransformerDecoder.forward`); the head is mmdet's
+            ``DeformableDETRHead`` with one unshared branch per decoder
+            layer (``share_pred_layer=False``, ``num_pred_layer`` =
+            decoder layers). Dense attention from a fixed reference learns
+            slowly from scratch; the refined reference lets each layer
+            attend around the box the previous layer found.
     """
 
-    def __init__(self, *args, with_reference: bool = False, **kwargs):
+    def __init__(
+        self,
+        *args,
+        with_reference: bool = False,
+        with_box_refine: bool = False,
+        **kwargs,
+    ):
         self.with_reference = bool(with_reference)
+        self.with_box_refine = bool(with_box_refine)
+        if self.with_box_refine and not self.with_reference:
+            raise ValueError(
+                'SiADETR: with_box_refine=True needs with_reference=True '
+                '(the refined boxes are the reference points)'
+            )
         super().__init__(*args, **kwargs)
+        if self.with_box_refine:
+            head = self.bbox_head
+            branches = getattr(head, 'reg_branches', None)
+            num_layers = self.decoder.num_layers
+            if (
+                branches is None
+                or getattr(head, 'share_pred_layer', True)
+                or getattr(head, 'as_two_stage', False)
+                or len(branches) != num_layers
+            ):
+                raise ValueError(
+                    'SiADETR: with_box_refine=True needs a head with one '
+                    'unshared regression branch per decoder layer, e.g. '
+                    "bbox_head=dict(type='DeformableDETRHead', "
+                    f'share_pred_layer=False, num_pred_layer={num_layers}, '
+                    f'as_two_stage=False), got {type(head).__name__} '
+                    f'(share_pred_layer='
+                    f'{getattr(head, "share_pred_layer", None)}, '
+                    f'num_pred_layer={getattr(head, "num_pred_layer", None)})'
+                )
         if self.with_reference:
             params = inspect.signature(self.bbox_head.loss).parameters
             if 'references' not in params:
@@ -324,8 +455,33 @@ class SiADETR(DETR):
     ) -> Dict:
         """Decoder over all levels; hidden states
         (num_layers, B, num_queries, C) and, with ``with_reference``, the
-        reference points ``references`` (B, num_queries, 2)."""
+        reference points ``references`` (B, num_queries, 2); with
+        ``with_box_refine``, ``references`` is the list of each layer's
+        reference (the initial points (B, num_queries, 2), then the boxes
+        (B, num_queries, 4) of layers 1..L)."""
         references, extra = None, {}
+        if self.with_box_refine:
+            references = self.ref_point_head(query_pos).sigmoid()
+            hidden_states, inter_refs = self.decoder(
+                query=query,
+                key=memory,
+                value=memory,
+                query_pos=query_pos,
+                key_pos=memory_pos,
+                key_padding_mask=memory_mask,
+                spatial_shapes=spatial_shapes,
+                reference_points=references,
+                reg_branches=self.bbox_head.reg_branches,
+            )
+            # DeformableDETRHead's inputs: layer l's boxes are offsets from
+            # references[l] (the last one is unused, as in mmdet)
+            outputs = dict(
+                hidden_states=hidden_states,
+                references=[references, *inter_refs],
+            )
+            if self.training:  # its loss takes the (absent) two-stage outputs
+                outputs.update(enc_outputs_class=None, enc_outputs_coord=None)
+            return outputs
         if self.with_reference:
             references = self.ref_point_head(query_pos).sigmoid()
             # the keys' encoding (normalised, 2*pi scale, [y, x] halves)

@@ -218,3 +218,94 @@ def test_reference_points_anchor_the_boxes():
     cfg.model.bbox_head.type = 'DETRHead'
     with pytest.raises(ValueError, match='needs a head that takes'):
         MODELS.build(cfg.model)
+
+
+def _refine_cfg():
+    cfg = _small_model_cfg(PLAIN)
+    cfg.model.with_box_refine = True
+    cfg.model.bbox_head.merge(
+        dict(
+            type='DeformableDETRHead',
+            share_pred_layer=False,
+            num_pred_layer=3,
+            as_two_stage=False,
+        )
+    )
+    return cfg
+
+
+def test_box_refinement_follows_each_layers_box():
+    """with_box_refine: layer l's query position is the learned one plus
+    the sine encoding of its reference centre; reference l+1 is layer l's
+    predicted box (detached); losses and predictions run."""
+    from mmdet.models.layers.transformer import coordinate_to_encoding
+
+    torch.manual_seed(0)
+    m = MODELS.build(_refine_cfg().model)
+    m.init_weights()
+    seen = []
+    for layer in m.decoder.layers:
+        layer.register_forward_pre_hook(
+            lambda mod, args, kwargs: seen.append(
+                (kwargs['query_pos'], kwargs['query_sine_pos'])
+            ),
+            with_kwargs=True,
+        )
+    samples = _samples([(64, 96), (48, 70)], (64, 96))
+    inputs = torch.randn(2, 3, 64, 96)
+    m.train()
+    losses = m.loss(inputs, samples)
+    assert {'loss_cls', 'd0.loss_iou', 'd1.loss_bbox'} <= set(losses)
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    assert torch.isfinite(total)
+    total.backward()
+    # every layer's regression branch learns (the head is unshared)
+    for branch in m.bbox_head.reg_branches:
+        assert branch[-1].weight.grad.abs().sum() > 0
+    # the head's last layers start at zero (no box moves): perturb them
+    for branch in m.bbox_head.reg_branches:
+        torch.nn.init.normal_(branch[-1].weight, std=0.1)
+    m.eval()
+    seen.clear()
+    with torch.no_grad():
+        outs = m.forward_transformer(m.extract_feat(inputs), samples)
+        _, boxes = m.bbox_head(**outs)
+    refs = outs['references']
+    assert len(refs) == 4 and refs[0].shape == (2, 20, 2)
+    assert all(r.shape == (2, 20, 4) for r in refs[1:])
+    learned = m.query_embedding.weight[None].expand(2, -1, -1)
+    torch.testing.assert_close(refs[0], m.ref_point_head(learned).sigmoid())
+    for lid, (pos, sine) in enumerate(seen):
+        expected = coordinate_to_encoding(refs[lid][..., :2], num_feats=64)
+        torch.testing.assert_close(sine, expected)
+        torch.testing.assert_close(pos, learned + expected)
+        # the next reference is this layer's box, as the head predicts it
+        torch.testing.assert_close(refs[lid + 1], boxes[lid])
+    # the boxes move: the references differ from layer to layer
+    assert not torch.allclose(refs[1], refs[2])
+    results = m.predict(inputs, samples, rescale=True)
+    assert results[0].pred_instances.bboxes.shape == (20, 4)
+    # the references are detached: the first layer's box does not get
+    # gradients through the second layer's reference
+    m.train()
+    outs = m.forward_transformer(m.extract_feat(inputs), samples)
+    assert not outs['references'][1].requires_grad
+
+
+def test_box_refinement_build_errors():
+    cfg = _refine_cfg()
+    cfg.model.with_reference = False
+    with pytest.raises(ValueError, match='needs with_reference=True'):
+        MODELS.build(cfg.model)
+    cfg = _refine_cfg()
+    cfg.model.bbox_head.num_pred_layer = 6
+    with pytest.raises(ValueError, match='num_pred_layer=3'):
+        MODELS.build(cfg.model)
+    cfg = _refine_cfg()
+    cfg.model.bbox_head.share_pred_layer = True
+    with pytest.raises(ValueError, match='unshared regression branch'):
+        MODELS.build(cfg.model)
+    cfg = _small_model_cfg(PLAIN)
+    cfg.model.with_box_refine = True  # ConditionalDETRHead: no branches
+    with pytest.raises(ValueError, match='DeformableDETRHead'):
+        MODELS.build(cfg.model)
