@@ -88,6 +88,12 @@ class SiAMultiScaleAttention(BaseModule):
         fusion_learnable: learn ``w`` (else a fixed buffer).
         spatial_query: add the decoupled spatial term (needs
             ``query_sine_pos`` and ``key_pos`` in ``forward``).
+        spatial_init: the initial ``lambda`` (1, as Conditional DETR's
+            identity start). The spatial logit of one head is a sum of 8
+            cosines of the reference-to-cell distance scaled by
+            ``(2 Dh) ** -0.5``: at ``lambda = 1`` it varies by ~1 over the
+            image, so the prior is nearly flat; a larger init starts the
+            attention local (measured in the SiA README).
         dropout: dropout after the output projection.
         batch_first: must be True (mmdet's DETR layers pass it).
         impl: the op's implementation (``'auto'``, ``'pytorch'``,
@@ -104,6 +110,7 @@ class SiAMultiScaleAttention(BaseModule):
         fusion_init: Optional[float] = None,
         fusion_learnable: bool = True,
         spatial_query: bool = False,
+        spatial_init: float = 1.0,
         dropout: float = 0.0,
         batch_first: bool = True,
         impl: str = 'auto',
@@ -141,6 +148,7 @@ class SiAMultiScaleAttention(BaseModule):
         self.out_proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(dropout)
         self.spatial_query = bool(spatial_query)
+        self.spatial_init = float(spatial_init)
         if self.spatial_query:
             self.spatial_proj = nn.Linear(embed_dims, embed_dims)
             self.reset_spatial()
@@ -165,12 +173,13 @@ class SiAMultiScaleAttention(BaseModule):
                 self.fusion_theta.fill_(self._theta_init())
 
     def reset_spatial(self) -> None:
-        """The spatial modulation ``lambda`` back to 1 (weight 0, bias 1),
-        e.g. after a generic xavier init of all 2-D parameters."""
+        """The spatial modulation ``lambda`` back to ``spatial_init``
+        (weight 0, bias ``spatial_init``), e.g. after a generic xavier init
+        of all 2-D parameters."""
         if self.spatial_query:
             with torch.no_grad():
                 self.spatial_proj.weight.zero_()
-                self.spatial_proj.bias.fill_(1.0)
+                self.spatial_proj.bias.fill_(self.spatial_init)
 
     def init_weights(self) -> None:
         super().init_weights()

@@ -40,7 +40,8 @@ preprocessor a multiple of it (ValueError otherwise).
 """
 
 import inspect
-from typing import Dict, List, Optional, Sequence, Tuple
+from functools import partial
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -116,6 +117,7 @@ class SiATransformerDecoder(DetrTransformerDecoder):
         key_padding_mask: Optional[Tensor],
         reference_points: Optional[Tensor] = None,
         reg_branches: Optional[nn.ModuleList] = None,
+        encode_points: Optional[Callable[[Tensor], Tensor]] = None,
         **kwargs,
     ):
         """Without ``reg_branches``: mmdet's DETR decoder, hidden states
@@ -129,6 +131,9 @@ class SiATransformerDecoder(DetrTransformerDecoder):
         inverse_sigmoid(ref_l))`` (on (cx, cy) only while ``ref_l`` is a
         point, on the box after), detached, ``h_l`` the post-normed hidden
         state the head sees, so ``ref_{l+1}`` is layer ``l``'s box.
+        ``encode_points`` maps (B, Nq, 2) centres to their sine encoding
+        (B, Nq, C), the keys' own (``SiADETR.encode_points``); default
+        mmdet's ``coordinate_to_encoding`` (temperature 10000, 2 pi).
 
         Returns:
             Tensor | tuple[Tensor, Tensor]: without ``reg_branches`` the
@@ -156,13 +161,14 @@ class SiATransformerDecoder(DetrTransformerDecoder):
                 f'SiATransformerDecoder: {len(reg_branches)} reg_branches '
                 f'for {self.num_layers} layers'
             )
+        if encode_points is None:
+            encode_points = partial(
+                coordinate_to_encoding, num_feats=self.embed_dims // 2
+            )
         ref = reference_points
         states, refs = [], []
         for layer, reg_branch in zip(self.layers, reg_branches):
-            # the keys' encoding (normalised, 2*pi scale, [y, x] halves)
-            sine = coordinate_to_encoding(
-                ref[..., :2], num_feats=self.embed_dims // 2
-            )
+            sine = encode_points(ref[..., :2])
             query = layer(
                 query,
                 key=key,
@@ -290,12 +296,32 @@ class SiADETR(DETR):
                 f'positional_encoding.num_feats ({num_feats}) must be half '
                 f'of embed_dims ({self.embed_dims})'
             )
+        if self.with_reference and not self.positional_encoding.normalize:
+            raise ValueError(
+                'SiADETR: with_reference=True needs '
+                'positional_encoding.normalize=True (reference points are '
+                'normalised; their encoding must match the keys\')'
+            )
         self.query_embedding = nn.Embedding(self.num_queries, self.embed_dims)
         self.level_embed = nn.Parameter(
             torch.zeros(self.num_levels, self.embed_dims)
         )
         if self.with_reference:
             self.ref_point_head = MLP(self.embed_dims, self.embed_dims, 2, 2)
+
+    def encode_points(self, points: Tensor) -> Tensor:
+        """The sine encoding of normalised (cx, cy) points (B, Nq, 2) in
+        the keys' own encoding (B, Nq, C): the positional encoding's
+        temperature and scale (normalised coordinates times ``scale``),
+        [y, x] halves, so that ``encode_points(p) . key_pos`` is a sum of
+        cosines of the distance between ``p`` and each cell."""
+        pe = self.positional_encoding
+        return coordinate_to_encoding(
+            points,
+            num_feats=pe.num_feats,
+            temperature=pe.temperature,
+            scale=pe.scale,
+        )
 
     def init_weights(self) -> None:
         """DETR's init (xavier on every 2-D encoder/decoder parameter),
@@ -472,6 +498,7 @@ class SiADETR(DETR):
                 spatial_shapes=spatial_shapes,
                 reference_points=references,
                 reg_branches=self.bbox_head.reg_branches,
+                encode_points=self.encode_points,
             )
             # DeformableDETRHead's inputs: layer l's boxes are offsets from
             # references[l] (the last one is unused, as in mmdet)
@@ -484,10 +511,7 @@ class SiADETR(DETR):
             return outputs
         if self.with_reference:
             references = self.ref_point_head(query_pos).sigmoid()
-            # the keys' encoding (normalised, 2*pi scale, [y, x] halves)
-            sine = coordinate_to_encoding(
-                references, num_feats=self.embed_dims // 2
-            )
+            sine = self.encode_points(references)
             query_pos = query_pos + sine
             # for a cross-attention with spatial_query=True
             extra['query_sine_pos'] = sine

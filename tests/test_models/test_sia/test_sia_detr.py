@@ -309,3 +309,30 @@ def test_box_refinement_build_errors():
     cfg.model.with_box_refine = True  # ConditionalDETRHead: no branches
     with pytest.raises(ValueError, match='DeformableDETRHead'):
         MODELS.build(cfg.model)
+
+
+def test_reference_encoding_is_the_keys_and_spatial_init():
+    """encode_points uses the positional encoding's temperature and scale:
+    a point at a cell centre is encoded as that cell's key position; the
+    spatial modulation starts at spatial_init; an unnormalised encoding
+    is refused with references."""
+    import math
+
+    cfg = _small_model_cfg(PLAIN)
+    cfg.model.positional_encoding.merge(dict(temperature=20, scale=4 * math.pi))
+    cfg.model.decoder.layer_cfg.cross_attn_cfg.spatial_init = 4.0
+    m = MODELS.build(cfg.model)
+    m.init_weights()
+    mask = torch.zeros(1, 8, 8, dtype=torch.bool)
+    key_pos = m.positional_encoding(mask)  # [1, C, 8, 8]
+    i, j = 5, 2  # row (y), column (x)
+    centre = torch.tensor([[[(j + 0.5) / 8, (i + 0.5) / 8]]])  # (cx, cy)
+    torch.testing.assert_close(
+        m.encode_points(centre)[0, 0], key_pos[0, :, i, j]
+    )
+    for layer in m.decoder.layers:
+        bias = layer.cross_attn.spatial_proj.bias
+        torch.testing.assert_close(bias, torch.full_like(bias, 4.0))
+    cfg.model.positional_encoding.normalize = False
+    with pytest.raises(ValueError, match='normalize=True'):
+        MODELS.build(cfg.model)
