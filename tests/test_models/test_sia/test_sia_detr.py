@@ -319,7 +319,9 @@ def test_reference_encoding_is_the_keys_and_spatial_init():
     import math
 
     cfg = _small_model_cfg(PLAIN)
-    cfg.model.positional_encoding.merge(dict(temperature=20, scale=4 * math.pi))
+    cfg.model.positional_encoding.merge(
+        dict(temperature=20, scale=4 * math.pi)
+    )
     cfg.model.decoder.layer_cfg.cross_attn_cfg.spatial_init = 4.0
     m = MODELS.build(cfg.model)
     m.init_weights()
