@@ -300,7 +300,7 @@ class SiADETR(DETR):
             raise ValueError(
                 'SiADETR: with_reference=True needs '
                 'positional_encoding.normalize=True (reference points are '
-                'normalised; their encoding must match the keys\')'
+                "normalised; their encoding must match the keys')"
             )
         self.query_embedding = nn.Embedding(self.num_queries, self.embed_dims)
         self.level_embed = nn.Parameter(
