@@ -5,6 +5,7 @@ config on the tiny toy set."""
 
 import glob
 import json
+import math
 import os.path as osp
 
 import pytest
@@ -23,10 +24,10 @@ REPO_ROOT = osp.dirname(
     osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 )
 SIA = osp.join(
-    REPO_ROOT, 'configs/sia/sia-detr_r18-w32_sia-neck_1xb8-1000i_toy-coco.py'
+    REPO_ROOT, 'configs/sia/sia-detr_r18-w32_sia-neck_1xb8-1200i_toy-coco.py'
 )
 PLAIN = osp.join(
-    REPO_ROOT, 'configs/sia/ms-detr_r18-w32_sia-neck_1xb8-1000i_toy-coco.py'
+    REPO_ROOT, 'configs/sia/ms-detr_r18-w32_sia-neck_1xb8-1200i_toy-coco.py'
 )
 
 
@@ -188,7 +189,19 @@ def test_reference_points_anchor_the_boxes():
 
     cfg = _small_model_cfg(SIA)
     cfg.model.with_reference = True
-    cfg.model.bbox_head.type = 'ConditionalDETRHead'
+    cfg.model.with_box_refine = False
+    cfg.model.bbox_head = dict(
+        type='ConditionalDETRHead',
+        **{
+            k: v
+            for k, v in cfg.model.bbox_head.items()
+            if k not in ('type', 'share_pred_layer', 'num_pred_layer')
+            and k != 'as_two_stage'
+        },
+    )
+    cfg.model.positional_encoding.merge(
+        dict(temperature=10000, scale=6.283185307179586)
+    )
     m = MODELS.build(cfg.model)
     m.init_weights()
     seen = {}
@@ -276,7 +289,9 @@ def test_box_refinement_follows_each_layers_box():
     learned = m.query_embedding.weight[None].expand(2, -1, -1)
     torch.testing.assert_close(refs[0], m.ref_point_head(learned).sigmoid())
     for lid, (pos, sine) in enumerate(seen):
-        expected = coordinate_to_encoding(refs[lid][..., :2], num_feats=64)
+        expected = coordinate_to_encoding(
+            refs[lid][..., :2], num_feats=64, temperature=20, scale=4 * math.pi
+        )
         torch.testing.assert_close(sine, expected)
         torch.testing.assert_close(pos, learned + expected)
         # the next reference is this layer's box, as the head predicts it
@@ -306,7 +321,9 @@ def test_box_refinement_build_errors():
     with pytest.raises(ValueError, match='unshared regression branch'):
         MODELS.build(cfg.model)
     cfg = _small_model_cfg(PLAIN)
-    cfg.model.with_box_refine = True  # ConditionalDETRHead: no branches
+    cfg.model.bbox_head.type = 'ConditionalDETRHead'  # no branches
+    for key in ('share_pred_layer', 'num_pred_layer', 'as_two_stage'):
+        cfg.model.bbox_head.pop(key)
     with pytest.raises(ValueError, match='DeformableDETRHead'):
         MODELS.build(cfg.model)
 
@@ -316,8 +333,6 @@ def test_reference_encoding_is_the_keys_and_spatial_init():
     a point at a cell centre is encoded as that cell's key position; the
     spatial modulation starts at spatial_init; an unnormalised encoding
     is refused with references."""
-    import math
-
     cfg = _small_model_cfg(PLAIN)
     cfg.model.positional_encoding.merge(
         dict(temperature=20, scale=4 * math.pi)
@@ -338,3 +353,55 @@ def test_reference_encoding_is_the_keys_and_spatial_init():
     cfg.model.positional_encoding.normalize = False
     with pytest.raises(ValueError, match='normalize=True'):
         MODELS.build(cfg.model)
+
+
+def _initial_windows(pe_cfg, spatial_init):
+    """Rows (of 32) holding half the attention mass of each y-frequency
+    head at init, for a reference at the centre of a 32 x 32 level, with
+    the content projections zeroed (the spatial term alone)."""
+    from mmdet.models.layers import SinePositionalEncoding
+    from mmdet.models.layers.transformer import coordinate_to_encoding
+
+    from mmvfm.models.sia.sia_attention import SiAMultiScaleAttention
+
+    cross = dict(Config.fromfile(SIA).model.decoder.layer_cfg.cross_attn_cfg)
+    cross.update(num_levels=1, fusion=None, spatial_init=spatial_init)
+    attn = SiAMultiScaleAttention(**cross).double()
+    attn.init_weights()
+    for proj in (attn.q_proj, attn.k_proj):
+        torch.nn.init.zeros_(proj.weight)
+        torch.nn.init.zeros_(proj.bias)
+    pe = SinePositionalEncoding(**pe_cfg)
+    C, n = attn.embed_dims, 32
+    key_pos = pe(None, input=torch.zeros(1, C, n, n)).double()
+    key_pos = key_pos.flatten(2).transpose(1, 2)
+    ref = torch.full((1, 1, 2), (n // 2 + 0.5) / n, dtype=torch.float64)
+    sine = coordinate_to_encoding(
+        ref, C // 2, temperature=pe.temperature, scale=pe.scale
+    )
+    _, maps = attn(
+        torch.zeros(1, 1, C, dtype=torch.float64),
+        torch.zeros(1, n * n, C, dtype=torch.float64),
+        key_pos=key_pos,
+        spatial_shapes=[(n, n)],
+        query_sine_pos=sine,
+        return_attn=True,
+    )
+    rows = maps[0][0, :, 0].sum(-1)  # [H, 32]: mass per row
+    mass = rows.sort(-1, descending=True).values.cumsum(-1)
+    return ((mass < 0.5).sum(-1) + 1)[: attn.num_heads // 2].tolist()
+
+
+def test_toy_config_starts_with_local_attention():
+    """The toy configs' encoding (temperature 20, scale 4 pi) and
+    spatial_init=4 start every y-frequency head with a window from ~1/10
+    to ~1/2 of the image; DETR's encoding with lambda = 1 starts nearly
+    uniform (a uniform map needs 16 of 32 rows for half its mass)."""
+    toy = dict(Config.fromfile(SIA).model.positional_encoding)
+    toy_init = Config.fromfile(SIA).model.decoder.layer_cfg
+    toy_init = toy_init.cross_attn_cfg.spatial_init
+    windows = _initial_windows(toy, toy_init)
+    assert windows == sorted(windows) and windows[0] <= 3
+    assert windows[-1] < 16
+    detr = dict(num_feats=64, normalize=True, offset=-0.5)
+    assert min(_initial_windows(detr, 1.0)) >= 12
