@@ -40,7 +40,6 @@ preprocessor a multiple of it (ValueError otherwise).
 """
 
 import inspect
-from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -131,9 +130,9 @@ class SiATransformerDecoder(DetrTransformerDecoder):
         inverse_sigmoid(ref_l))`` (on (cx, cy) only while ``ref_l`` is a
         point, on the box after), detached, ``h_l`` the post-normed hidden
         state the head sees, so ``ref_{l+1}`` is layer ``l``'s box.
-        ``encode_points`` maps (B, Nq, 2) centres to their sine encoding
-        (B, Nq, C), the keys' own (``SiADETR.encode_points``); default
-        mmdet's ``coordinate_to_encoding`` (temperature 10000, 2 pi).
+        ``encode_points`` (required with them) maps (B, Nq, 2) centres to
+        their sine encoding (B, Nq, C), the keys' own
+        (``SiADETR.encode_points``).
 
         Returns:
             Tensor | tuple[Tensor, Tensor]: without ``reg_branches`` the
@@ -151,19 +150,19 @@ class SiATransformerDecoder(DetrTransformerDecoder):
                 key_padding_mask,
                 **kwargs,
             )
-        if reference_points is None or not self.return_intermediate:
+        if (
+            reference_points is None
+            or encode_points is None
+            or not self.return_intermediate
+        ):
             raise ValueError(
                 'SiATransformerDecoder: box refinement (reg_branches) needs '
-                'reference_points and return_intermediate=True'
+                'reference_points, encode_points and return_intermediate=True'
             )
         if len(reg_branches) != self.num_layers:
             raise ValueError(
                 f'SiATransformerDecoder: {len(reg_branches)} reg_branches '
                 f'for {self.num_layers} layers'
-            )
-        if encode_points is None:
-            encode_points = partial(
-                coordinate_to_encoding, num_feats=self.embed_dims // 2
             )
         ref = reference_points
         states, refs = [], []
