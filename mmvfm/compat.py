@@ -255,6 +255,47 @@ def fix_checkpoint_loading() -> bool:
     return True
 
 
+def fix_checkpoint_urls() -> bool:
+    """Load every checkpoint mmengine resolves weights-only.
+
+    mmengine's loaders for ``http(s)://``, ``torchvision://``,
+    ``open-mmlab://`` and ``mmcls://`` go through
+    ``torch.hub.load_state_dict_from_url`` (``weights_only=False``), so a
+    poisoned file in the hub cache ran its code. Every scheme is
+    re-registered with :mod:`mmvfm.fileio`'s loaders, whose errors also
+    name the file (torch's suggest ``weights_only=False``).
+    """
+    from mmvfm.fileio import register_safe_checkpoint_loaders
+
+    return register_safe_checkpoint_loaders()
+
+
+def fix_last_checkpoint() -> bool:
+    """``--resume`` with an empty or stale ``last_checkpoint``: an error
+    naming the file and the folder's checkpoints (mmengine's was
+    ``FileNotFoundError:  can not be found.``)."""
+    import mmengine.runner as runner_pkg
+    from mmengine.runner import checkpoint, runner
+
+    from mmvfm.fileio import find_latest_checkpoint
+
+    modules = [checkpoint, runner, runner_pkg]
+    try:
+        from mmengine.runner import _flexible_runner
+
+        modules.append(_flexible_runner)
+    except ImportError:  # pragma: no cover - older mmengine
+        pass
+    changed = False
+    for module in modules:
+        if getattr(module, 'find_latest_checkpoint', None) is not (
+            find_latest_checkpoint
+        ):
+            module.find_latest_checkpoint = find_latest_checkpoint
+            changed = True
+    return changed
+
+
 # --------------------------------------------------------------------------
 # 4. Distributed training on a machine without CUDA.
 # mmengine 0.10.7 calls ``torch.cuda.set_device(local_rank)`` in every
@@ -398,6 +439,8 @@ def apply_compat() -> List[str]:
         fix_torchvision_ops,
         fix_mmpretrain_multimodal,
         fix_checkpoint_loading,
+        fix_checkpoint_urls,
+        fix_last_checkpoint,
         fix_cpu_distributed,
         fix_ms_deform_attn_cpu,
     ):

@@ -26,6 +26,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 import mmvfm  # noqa: E402,F401  (stack fixes, registries)
 from mmvfm.datasets import prepare_toy_data  # noqa: E402
+from mmvfm.fileio import CheckpointError, find_latest_checkpoint  # noqa: E402
 from mmvfm.utils import (  # noqa: E402
     check_data_paths,
     destroy_process_group,
@@ -102,6 +103,10 @@ def build_train_cfg(args):
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
+        try:  # an empty or stale last_checkpoint, before anything is built
+            find_latest_checkpoint(cfg.work_dir)
+        except FileNotFoundError as e:
+            raise SystemExit(f'error: --resume: {e}') from None
     elif args.resume is not None:
         if not osp.isfile(args.resume):
             raise SystemExit(
@@ -126,11 +131,15 @@ def main(argv=None):
         check_data_paths(cfg, loaders)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f'error: {e}') from None
-    if 'runner_type' in cfg:
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
-    runner.train()
+    try:  # a refused or broken checkpoint of a teacher (at build),
+        # load_from, --resume or a Pretrained init (in train)
+        if 'runner_type' in cfg:
+            runner = RUNNERS.build(cfg)
+        else:
+            runner = Runner.from_cfg(cfg)
+        runner.train()
+    except CheckpointError as e:
+        raise SystemExit(f'error: {e}') from None
     destroy_process_group()
     return runner
 

@@ -253,10 +253,15 @@ def main(argv=None) -> dict:
             "error: the config's model is not a SingleTeacherDistiller"
         )
     torch.manual_seed(args.seed)
-    model = MODELS.build(cfg.model)
-    if args.checkpoint:
-        load_checkpoint(model, args.checkpoint, map_location='cpu')
-    else:
+    from mmvfm.fileio import CheckpointError
+
+    try:
+        model = MODELS.build(cfg.model)  # a teacher_ckpt is loaded here
+        if args.checkpoint:
+            load_checkpoint(model, args.checkpoint, map_location='cpu')
+    except CheckpointError as e:
+        raise SystemExit(f'error: {e}') from None
+    if not args.checkpoint:
         model.init_weights()
     loader_cfg = dict(cfg.train_dataloader)
     loader_cfg.update(num_workers=0, persistent_workers=False)

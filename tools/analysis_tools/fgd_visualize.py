@@ -166,10 +166,15 @@ def main(argv=None):
         raise SystemExit(
             "error: the config's model is not a SingleTeacherDistiller"
         )
-    model = MODELS.build(cfg.model)
-    if args.checkpoint:
-        load_checkpoint(model, args.checkpoint, map_location='cpu')
-    else:
+    from mmvfm.fileio import CheckpointError
+
+    try:
+        model = MODELS.build(cfg.model)  # a teacher_ckpt is loaded here
+        if args.checkpoint:
+            load_checkpoint(model, args.checkpoint, map_location='cpu')
+    except CheckpointError as e:
+        raise SystemExit(f'error: {e}') from None
+    if not args.checkpoint:
         model.init_weights()
     model.eval()
 

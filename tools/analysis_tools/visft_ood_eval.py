@@ -171,11 +171,13 @@ def _probe_loader(cfg: Config, split: str) -> dict:
 def _read_tuned(path: str, prefix: str) -> Tuple[dict, Optional[dict], str]:
     """(backbone state dict, LoRA release meta or None, the config text a
     training checkpoint saved in its meta or '') of a --tuned file."""
+    from mmvfm.fileio import safe_load
     from mmvfm.models.peft.lora_checkpoint import LORA_FORMAT
 
     if not osp.isfile(path):
         raise FileNotFoundError(f'--tuned: {path} does not exist')
-    ckpt = torch.load(path, map_location='cpu', weights_only=False)
+    # weights-only: LoRA releases are the files people download
+    ckpt = safe_load(path, 'cpu')
     meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
     if isinstance(meta, dict) and meta.get('format') == LORA_FORMAT:
         return dict(ckpt['state_dict']), meta, ''
@@ -503,6 +505,16 @@ def main(argv=None) -> dict:
     cfg.experiment_name = 'visft_ood_eval'
     if 'visualizer' in cfg:
         cfg.visualizer.name = 'visft_ood_eval'
+
+    # every --tuned file is read (weights-only) and its keys checked before
+    # the base evaluation, which takes minutes
+    from mmvfm.fileio import CheckpointError
+
+    for path in args.tuned:
+        try:
+            _read_tuned(path, args.prefix)
+        except CheckpointError as e:
+            raise SystemExit(f'error: --tuned: {e}') from None
 
     runner = Runner.from_cfg(cfg)
     model = runner.model

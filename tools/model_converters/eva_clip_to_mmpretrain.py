@@ -38,6 +38,16 @@ from typing import Dict, Tuple
 
 import torch
 
+# run from a checkout: mmvfm importable without an install
+sys.path.insert(
+    0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+)
+
+from mmvfm.fileio.cli import (  # noqa: E402
+    add_unsafe_load_argument,
+    load_or_exit,
+)
+
 RULES = [
     (r'^(cls_token|pos_embed)$', r'\1'),
     (r'^patch_embed\.proj\.(weight|bias)$', r'patch_embed.projection.\1'),
@@ -122,10 +132,9 @@ def main(argv=None) -> None:
     parser.add_argument('src', help='EVA-CLIP checkpoint (.pt / .pth)')
     parser.add_argument('dst', help='output mmpretrain checkpoint')
     parser.add_argument('--head-out', help='also save the CLIP head here')
+    add_unsafe_load_argument(parser)
     args = parser.parse_args(argv)
-    if not osp.isfile(args.src):
-        raise SystemExit(f'error: checkpoint "{args.src}" does not exist')
-    ckpt = torch.load(args.src, map_location='cpu', weights_only=True)
+    ckpt = load_or_exit(args.src, args.unsafe_load)
     state = ckpt.get('state_dict', ckpt.get('module', ckpt))
     try:
         out, head = convert(state)

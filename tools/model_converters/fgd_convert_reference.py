@@ -24,6 +24,10 @@ sys.path.insert(
 import torch  # noqa: E402
 
 import mmvfm  # noqa: E402,F401
+from mmvfm.fileio.cli import (  # noqa: E402
+    add_unsafe_load_argument,
+    load_or_exit,
+)
 
 
 def convert_state_dict(state_dict: dict, keep_teacher: bool = False) -> dict:
@@ -57,12 +61,11 @@ def main(argv=None):
     parser.add_argument('in_file', help='checkpoint of the reference code')
     parser.add_argument('out_file', help='mmvfm checkpoint to write')
     parser.add_argument('--keep-teacher', action='store_true')
+    add_unsafe_load_argument(parser)
     args = parser.parse_args(argv)
-    if not osp.isfile(args.in_file):
-        raise SystemExit(f'error: checkpoint "{args.in_file}" does not exist')
     # mmcv 1.x checkpoints hold only tensors and plain meta: weights-only
     # loading works.
-    ckpt = torch.load(args.in_file, map_location='cpu')
+    ckpt = load_or_exit(args.in_file, args.unsafe_load)
     try:
         state = convert_state_dict(
             ckpt.get('state_dict', ckpt), args.keep_teacher

@@ -21,6 +21,8 @@ sys.path.insert(
 import torch  # noqa: E402
 
 import mmvfm  # noqa: E402,F401  (weights-only loading of mmengine classes)
+from mmvfm.fileio import CheckpointError, safe_load  # noqa: E402
+from mmvfm.fileio.cli import add_unsafe_load_argument  # noqa: E402
 
 PREFIX = 'student.'
 
@@ -40,11 +42,11 @@ def student_state_dict(state_dict: dict) -> dict:
     return student
 
 
-def convert(in_file: str, out_file: str) -> dict:
+def convert(in_file: str, out_file: str, allow_unsafe: bool = False) -> dict:
     """Write the student-only checkpoint; return its state dict."""
     if not osp.isfile(in_file):
         raise FileNotFoundError(f'checkpoint "{in_file}" does not exist')
-    ckpt = torch.load(in_file, map_location='cpu')
+    ckpt = safe_load(in_file, 'cpu', allow_unsafe=allow_unsafe)
     state = student_state_dict(ckpt.get('state_dict', ckpt))
     meta = {
         k: v
@@ -60,10 +62,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('in_file', help='checkpoint of a distiller')
     parser.add_argument('out_file', help='student-only checkpoint to write')
+    add_unsafe_load_argument(parser)
     args = parser.parse_args(argv)
     try:
-        state = convert(args.in_file, args.out_file)
-    except (FileNotFoundError, KeyError) as e:
+        state = convert(args.in_file, args.out_file, args.unsafe_load)
+    except (OSError, KeyError, CheckpointError) as e:
         raise SystemExit(f'error: {e}') from None
     print(f'{len(state)} student tensors written to {args.out_file}')
 

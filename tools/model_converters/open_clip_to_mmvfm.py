@@ -103,6 +103,18 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+# run from a checkout: mmvfm importable without an install
+sys.path.insert(
+    0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+)
+
+from mmvfm.fileio import (  # noqa: E402
+    CheckpointError,
+    TorchScriptArchiveError,
+    safe_load,
+)
+from mmvfm.fileio.cli import add_unsafe_load_argument  # noqa: E402
+
 
 def _cls(t: Tensor) -> Tensor:
     return t.reshape(1, 1, -1)
@@ -394,15 +406,14 @@ def convert(
     return convert_verbose(state_dict, drop_head_bias)[0]
 
 
-def _load(path: str) -> Dict[str, Tensor]:
+def _load(path: str, allow_unsafe: bool = False) -> Dict[str, Tensor]:
     try:
-        with warnings.catch_warnings():  # "looks like a TorchScript archive"
-            warnings.simplefilter('ignore', UserWarning)
-            ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except RuntimeError as e:
-        if 'TorchScript' not in str(e):
-            raise
-        # OpenAI's released .pt files are TorchScript archives
+        ckpt = safe_load(path, 'cpu', allow_unsafe=allow_unsafe)
+    except TorchScriptArchiveError:
+        # OpenAI's released .pt files are TorchScript archives. torch.jit
+        # reads them with its C++ unpickler, which builds tensors and
+        # TorchScript types only (no Python object, no __reduce__); their
+        # code is compiled, never run: only state_dict() is read.
         with warnings.catch_warnings():  # torch.jit is deprecated
             warnings.simplefilter('ignore', DeprecationWarning)
             return torch.jit.load(path, map_location='cpu').state_dict()
@@ -424,13 +435,18 @@ def main(argv=None) -> None:
     parser.add_argument(
         '-v', '--verbose', action='store_true', help='print every key pair'
     )
+    add_unsafe_load_argument(parser)
     args = parser.parse_args(argv)
     if not osp.isfile(args.src):
         raise SystemExit(f'error: checkpoint "{args.src}" does not exist')
     try:
-        out, info = convert_verbose(_load(args.src), args.drop_head_bias)
+        out, info = convert_verbose(
+            _load(args.src, args.unsafe_load), args.drop_head_bias
+        )
     except KeyError as e:
         raise SystemExit(f'error: {e.args[0]}') from None
+    except (CheckpointError, OSError) as e:
+        raise SystemExit(f'error: {e}') from None
     os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
     meta = dict(
         converted_from=args.src,

@@ -21,6 +21,8 @@ sys.path.insert(
 import torch  # noqa: E402
 
 import mmvfm  # noqa: E402,F401  (weights-only loading of mmengine classes)
+from mmvfm.fileio import CheckpointError, safe_load  # noqa: E402
+from mmvfm.fileio.cli import add_unsafe_load_argument  # noqa: E402
 
 KEEP_META = (
     'mmdet_version',
@@ -47,11 +49,15 @@ def parse_args(argv=None):
         default=['meta', 'state_dict'],
         help='top-level keys to keep',
     )
+    add_unsafe_load_argument(parser)
     return parser.parse_args(argv)
 
 
 def process_checkpoint(
-    in_file: str, out_file: str, save_keys=('meta', 'state_dict')
+    in_file: str,
+    out_file: str,
+    save_keys=('meta', 'state_dict'),
+    allow_unsafe: bool = False,
 ) -> str:
     """Strip ``in_file`` and save it as ``<out_file stem>-<sha8>.pth``.
 
@@ -60,7 +66,7 @@ def process_checkpoint(
     """
     if not osp.isfile(in_file):
         raise FileNotFoundError(f'checkpoint "{in_file}" does not exist')
-    checkpoint = torch.load(in_file, map_location='cpu')
+    checkpoint = safe_load(in_file, 'cpu', allow_unsafe=allow_unsafe)
     if 'state_dict' not in checkpoint:
         raise KeyError(
             f'"{in_file}" has no "state_dict": not an mmengine checkpoint'
@@ -81,9 +87,12 @@ def process_checkpoint(
 
 def main(argv=None):
     args = parse_args(argv)
-    final_file = process_checkpoint(
-        args.in_file, args.out_file, args.save_keys
-    )
+    try:
+        final_file = process_checkpoint(
+            args.in_file, args.out_file, args.save_keys, args.unsafe_load
+        )
+    except (CheckpointError, OSError) as e:
+        raise SystemExit(f'error: {e}') from None
     print(f'The published model is saved at {final_file}.')
 
 

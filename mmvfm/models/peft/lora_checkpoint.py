@@ -30,6 +30,8 @@ from typing import Dict, List, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
+from mmvfm.fileio import safe_load
+
 from .lora import lora_layers
 
 LORA_FORMAT = 'mmvfm-lora/1'
@@ -100,7 +102,7 @@ def load_lora(
         layer of the model that the release lacks (``strict``).
     """
     if isinstance(release, str):
-        release = torch.load(release, map_location='cpu', weights_only=True)
+        release = safe_load(release, 'cpu')
     meta = release.get('meta') if 'state_dict' in release else None
     state = release['state_dict'] if meta is not None else release
     if meta is not None and meta.get('format') != LORA_FORMAT:
