@@ -22,6 +22,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmvfm  # noqa: E402,F401  (stack fixes, registries)
+from mmvfm.datasets.annotation_check import AnnotationError  # noqa: E402
 from mmvfm.fileio import CheckpointError  # noqa: E402
 from mmvfm.utils import (  # noqa: E402
     check_data_paths,
@@ -164,13 +165,14 @@ def main(argv=None):
         check_data_paths(cfg, ['test_dataloader'])
     except FileNotFoundError as e:
         raise SystemExit(f'error: {e}') from None
-    try:  # a refused or broken checkpoint (the one tested, a teacher's)
+    try:  # a refused or broken checkpoint (the one tested, a teacher's),
+        # annotations that would evaluate wrong
         if 'runner_type' in cfg:
             runner = RUNNERS.build(cfg)
         else:
             runner = Runner.from_cfg(cfg)
         metrics = runner.test()
-    except CheckpointError as e:
+    except (CheckpointError, AnnotationError) as e:
         raise SystemExit(f'error: {e}') from None
     destroy_process_group()
     return metrics

@@ -26,6 +26,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 import mmvfm  # noqa: E402,F401  (stack fixes, registries)
 from mmvfm.datasets import prepare_toy_data  # noqa: E402
+from mmvfm.datasets.annotation_check import AnnotationError  # noqa: E402
 from mmvfm.fileio import CheckpointError, find_latest_checkpoint  # noqa: E402
 from mmvfm.utils import (  # noqa: E402
     check_data_paths,
@@ -132,13 +133,14 @@ def main(argv=None):
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f'error: {e}') from None
     try:  # a refused or broken checkpoint of a teacher (at build),
-        # load_from, --resume or a Pretrained init (in train)
+        # load_from, --resume or a Pretrained init (in train); annotations
+        # that would train wrong (when the dataloaders are built)
         if 'runner_type' in cfg:
             runner = RUNNERS.build(cfg)
         else:
             runner = Runner.from_cfg(cfg)
         runner.train()
-    except CheckpointError as e:
+    except (CheckpointError, AnnotationError) as e:
         raise SystemExit(f'error: {e}') from None
     destroy_process_group()
     return runner

@@ -174,7 +174,7 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     checkpoint=dict(
-        type='CheckpointHook',
+        type='AtomicCheckpointHook',
         by_epoch=False,
         interval=max_iters,
         max_keep_ckpts=1,

@@ -152,7 +152,7 @@ param_scheduler = [
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     checkpoint=dict(
-        type='CheckpointHook',
+        type='AtomicCheckpointHook',
         by_epoch=False,
         interval=max_iters,
         max_keep_ckpts=1,

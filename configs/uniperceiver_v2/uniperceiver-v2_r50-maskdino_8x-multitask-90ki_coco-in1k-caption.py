@@ -432,7 +432,10 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=5000, max_keep_ckpts=3
+        type='AtomicCheckpointHook',
+        by_epoch=False,
+        interval=5000,
+        max_keep_ckpts=3,
     ),
 )
 log_processor = dict(by_epoch=False)

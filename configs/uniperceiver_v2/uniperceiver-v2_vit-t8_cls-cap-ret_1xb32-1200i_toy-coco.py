@@ -211,7 +211,10 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=-1, save_last=True
+        type='AtomicCheckpointHook',
+        by_epoch=False,
+        interval=-1,
+        save_last=True,
     ),
 )
 log_processor = dict(by_epoch=False)

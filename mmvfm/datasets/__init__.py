@@ -1,4 +1,5 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
+from .annotation_check import install_annotation_check
 from .coco_image_captions_dataset import CocoImageCaptionsDataset
 from .samplers import ResumableInfiniteSampler
 from .toy_coco import (
@@ -14,6 +15,10 @@ from .toy_coco.first_use import (
     prepare_toy_data,
 )
 from .toy_coco_dataset import ToyCocoDataset
+
+# every CocoDataset (stock configs that import mmvfm included) checks its
+# annotations while parsing them
+install_annotation_check()
 
 __all__ = [
     'CocoImageCaptionsDataset',

@@ -6,10 +6,11 @@ import os.path as osp
 from collections import defaultdict
 from typing import List
 
-import mmengine
 from mmdet.registry import DATASETS
 from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
+
+from .json_file import load_json
 
 
 @DATASETS.register_module()
@@ -53,7 +54,7 @@ class CocoImageCaptionsDataset(BaseDataset):
             raise FileNotFoundError(
                 f'{name}: ann_file "{self.ann_file}" does not exist'
             )
-        ann = mmengine.load(self.ann_file)
+        ann = load_json(self.ann_file)
         if not isinstance(ann, dict) or not all(
             k in ann for k in ('images', 'annotations')
         ):

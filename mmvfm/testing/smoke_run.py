@@ -598,7 +598,7 @@ def smoke_config(
     if 'logger' in hooks:
         hooks.logger.interval = 1
     hooks.checkpoint = dict(
-        type='CheckpointHook',
+        type='AtomicCheckpointHook',
         by_epoch=epoch_based,
         interval=1 if checkpoint else -1,
         save_last=checkpoint,

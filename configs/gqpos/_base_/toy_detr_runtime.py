@@ -19,7 +19,10 @@ optim_wrapper = dict(
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=-1, save_last=True
+        type='AtomicCheckpointHook',
+        by_epoch=False,
+        interval=-1,
+        save_last=True,
     ),
 )
 log_processor = dict(by_epoch=False)

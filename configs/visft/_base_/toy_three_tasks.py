@@ -160,7 +160,7 @@ default_hooks = dict(
     # the last checkpoint only, iter_<max_iters>.pth: what stage 2 loads
     checkpoint=dict(
         _delete_=True,
-        type='CheckpointHook',
+        type='AtomicCheckpointHook',
         by_epoch=False,
         interval=-1,
         save_last=True,
