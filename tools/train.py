@@ -29,6 +29,7 @@ from mmvfm.datasets import prepare_toy_data  # noqa: E402
 from mmvfm.datasets.annotation_check import AnnotationError  # noqa: E402
 from mmvfm.fileio import CheckpointError, find_latest_checkpoint  # noqa: E402
 from mmvfm.utils import (  # noqa: E402
+    check_checkpoint_paths,
     check_data_paths,
     destroy_process_group,
     load_run_config,
@@ -127,6 +128,9 @@ def main(argv=None):
     if cfg.get('val_cfg') is not None:
         loaders.append('val_dataloader')
     try:
+        # another run's checkpoint (a toy teacher, a ViSFT stage): the
+        # command that writes it, before anything is generated
+        check_checkpoint_paths(cfg)
         # a toy set whose folder is absent is generated on first use
         prepare_toy_data(cfg, loaders)
         check_data_paths(cfg, loaders)

@@ -72,7 +72,7 @@ train_pipeline = [
 ]
 test_pipeline = train_pipeline
 caption_dataset = dict(
-    type='CocoImageCaptionsDataset',
+    type='ToyCocoCaptionsDataset',
     data_root=data_root,
     ann_file='annotations/captions_train.json',
     data_prefix=dict(img=''),

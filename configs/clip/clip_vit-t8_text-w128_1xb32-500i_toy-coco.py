@@ -83,7 +83,7 @@ cls_pipeline = [
     dict(type='mmpretrain.PackInputs'),
 ]
 captions_dataset = dict(
-    type='CocoImageCaptionsDataset',
+    type='ToyCocoCaptionsDataset',
     data_root=data_root,
     ann_file='annotations/captions_train.json',
     data_prefix=dict(img=''),
@@ -117,7 +117,7 @@ val_dataloader = dict(
         drop_last=False,
         sampler=dict(type='DefaultSampler', shuffle=False),
         dataset=dict(
-            type='mmpretrain.BaseDataset',
+            type='mmpretrain.ToyClassificationDataset',
             data_root=data_root,
             ann_file='annotations/classification_val.json',
             data_prefix='',

@@ -137,7 +137,7 @@ cls_test_pipeline = [
 
 
 cls_dataset = dict(
-    type='mmpretrain.BaseDataset',
+    type='mmpretrain.ToyClassificationDataset',
     data_root=data_root,
     ann_file='annotations/classification_train.json',
     data_prefix='',

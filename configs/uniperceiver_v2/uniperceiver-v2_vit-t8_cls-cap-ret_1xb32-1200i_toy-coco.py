@@ -97,14 +97,14 @@ captions_pipeline = image_pipeline + [
 ]
 cls_pipeline = image_pipeline + [dict(type='mmpretrain.PackInputs')]
 captions = dict(
-    type='CocoImageCaptionsDataset',
+    type='ToyCocoCaptionsDataset',
     data_root=data_root,
     ann_file='annotations/captions_train.json',
     data_prefix=dict(img=''),
     pipeline=captions_pipeline,
 )
 classification = dict(
-    type='mmpretrain.BaseDataset',
+    type='mmpretrain.ToyClassificationDataset',
     data_root=data_root,
     ann_file='annotations/classification_train.json',
     data_prefix='',

@@ -2,6 +2,7 @@
 from .annotation_check import install_annotation_check
 from .coco_image_captions_dataset import CocoImageCaptionsDataset
 from .samplers import ResumableInfiniteSampler
+from .toy_classification_dataset import ToyClassificationDataset
 from .toy_coco import (
     TOY_CLASSES,
     TOY_COLORS,
@@ -10,10 +11,13 @@ from .toy_coco import (
     verify_toy_coco,
 )
 from .toy_coco.first_use import (
+    TOY_DATASET_TYPES,
     ensure_toy_coco,
     ensure_toy_tokenizer,
     prepare_toy_data,
 )
+from .toy_coco.first_use_mixin import ToyFirstUseMixin
+from .toy_coco_captions_dataset import ToyCocoCaptionsDataset
 from .toy_coco_dataset import ToyCocoDataset
 
 # every CocoDataset (stock configs that import mmvfm included) checks its
@@ -25,8 +29,12 @@ __all__ = [
     'ResumableInfiniteSampler',
     'TOY_CLASSES',
     'TOY_COLORS',
+    'TOY_DATASET_TYPES',
     'TOY_PALETTE',
+    'ToyClassificationDataset',
+    'ToyCocoCaptionsDataset',
     'ToyCocoDataset',
+    'ToyFirstUseMixin',
     'ensure_toy_coco',
     'ensure_toy_tokenizer',
     'generate_toy_coco',

@@ -3,6 +3,7 @@
 # fixes of mmvfm.compat are applied, so nothing here may import
 # mmdet.models, mmpretrain or torchvision at module level.
 from ..version import check_versions
+from .checkpoint_check import check_checkpoint_paths
 from .config_path import (
     drop_pretrained,
     load_config,
@@ -13,6 +14,7 @@ from .data_check import check_data_paths
 from .setup_env import destroy_process_group, register_all_modules
 
 __all__ = [
+    'check_checkpoint_paths',
     'check_data_paths',
     'check_versions',
     'destroy_process_group',

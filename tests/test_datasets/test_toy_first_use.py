@@ -187,3 +187,91 @@ def test_other_ranks_wait_for_rank_0(tmp_path, monkeypatch):
     assert os.listdir(root) == []  # rank 1 wrote nothing
     with pytest.raises(TimeoutError, match='rank 1: waited 1 s'):
         ensure_toy_coco(str(tmp_path / 'never'), TINY, wait_s=1)
+
+
+# ------------------------------------------ every toy config, first use
+def _toy_configs():
+    from conftest import ALL_CONFIGS
+
+    return [p for p in ALL_CONFIGS if 'toy' in osp.basename(p)]
+
+
+def _leaf_datasets(cfg):
+    from mmvfm.utils.data_check import _dataset_cfgs, named_loaders
+
+    for loader_field in (
+        'train_dataloader',
+        'val_dataloader',
+        'test_dataloader',
+    ):
+        for field, loader in named_loaders(cfg, loader_field):
+            for name, ds in _dataset_cfgs(
+                loader.get('dataset'), f'{field}.dataset'
+            ):
+                if 'dataset' not in ds and 'datasets' not in ds:
+                    yield name, ds
+
+
+def test_every_toy_config_reads_toy_dataset_types_only():
+    """Each dataset of each toy config generates the toy set on first use
+    (a toy type), and its tokenizer lies in the toy set (trained on first
+    use)."""
+    from mmvfm.datasets import TOY_DATASET_TYPES
+    from mmvfm.datasets.toy_coco.first_use import _tokenizers
+
+    configs = _toy_configs()
+    assert len(configs) >= 25
+    for path in configs:
+        cfg = Config.fromfile(path)
+        datasets = list(_leaf_datasets(cfg))
+        assert datasets, path
+        roots = set()
+        for field, ds in datasets:
+            kind = str(ds.get('type')).split('.')[-1]
+            assert kind in TOY_DATASET_TYPES, f'{path}: {field} is {kind}'
+            roots.add(osp.normpath(ds['data_root']))
+        for field, tok in _tokenizers(cfg.get('model')):
+            assert osp.normpath(osp.dirname(tok['file'])) in roots, (
+                f'{path}: {field}.file {tok["file"]} is not in a toy set'
+            )
+
+
+def test_every_toy_dataset_type_builds_from_an_absent_folder(
+    tmp_path, monkeypatch
+):
+    """One config with all three toy types and a tokenizer (Uni-Perceiver
+    v2's five tasks), pointed at an absent folder, sockets blocked:
+    prepare_toy_data writes the set and the tokenizer, and every dataset
+    builds."""
+    import socket
+
+    from mmdet.registry import DATASETS
+
+    from mmvfm.datasets.toy_coco.first_use import _tokenizers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('first use reached for the network')
+
+    monkeypatch.setattr(socket.socket, 'connect', refuse)
+    path = [p for p in _toy_configs() if 'five-tasks_1xb32' in p][0]
+    cfg = Config.fromfile(path)
+    root = str(tmp_path / 'toy') + '/'
+    kinds = set()
+    for _, ds in _leaf_datasets(cfg):
+        ds['data_root'] = root
+        ds['generator'] = TINY
+        kinds.add(str(ds['type']).split('.')[-1])
+    assert kinds == {
+        'ToyCocoDataset',
+        'ToyCocoCaptionsDataset',
+        'ToyClassificationDataset',
+    }
+    tok_file = root + 'tokenizer.json'
+    for _, tok in _tokenizers(cfg.model):
+        tok['file'] = tok_file
+    written = prepare_toy_data(cfg)
+    assert osp.normpath(root) in written and tok_file in written
+    for field, ds in _leaf_datasets(cfg):
+        ds = dict(ds, pipeline=[])
+        built = DATASETS.build(ds)
+        assert len(built) > 0, field

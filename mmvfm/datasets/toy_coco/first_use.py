@@ -2,14 +2,15 @@
 """Generate the toy set (and a toy config's tokenizer) on first use: the
 README's first run is one command (``python tools/train.py <toy config>``).
 
-Only a *missing folder* is generated, and only for :class:`ToyCocoDataset`
-configs (whose ``generator`` dict holds :func:`generate_toy_coco`'s
-arguments; empty: its defaults): a folder that exists but lacks a file
-still gets the clear error that says how to regenerate it, and any other
-dataset (COCO itself, a captions or classification file) is never
-written. One process generates (rank 0), into a temporary folder renamed
-into place when complete, so a crash never leaves a half-written set; the
-others wait (a barrier when the process group is up, else -- ranks
+Only a *missing folder* is generated, and only for the toy dataset types
+(:data:`TOY_DATASET_TYPES`: detection, captions, classification; their
+``generator`` dict holds :func:`generate_toy_coco`'s arguments; empty: its
+defaults): a folder that exists but lacks a file still gets the clear
+error that says how to regenerate it, and any other dataset (COCO itself,
+a captions or classification file of a real set) is never written. One
+process generates (rank 0), into a temporary folder renamed into place
+when complete, so a crash never leaves a half-written set; the others
+wait (a barrier when the process group is up, else -- ranks
 launched by ``torchrun`` before the runner starts the group -- until the
 folder appears).
 """
@@ -28,12 +29,20 @@ from .common import _REGEN_HINT
 from .writing import generate_toy_coco
 
 __all__ = [
+    'TOY_DATASET_TYPES',
     'ensure_toy_coco',
     'ensure_toy_tokenizer',
     'prepare_toy_data',
     'toy_generator_args',
 ]
 
+# the dataset types that generate the toy set on first use (each mixes in
+# ToyFirstUseMixin); a config names them with or without a scope prefix
+TOY_DATASET_TYPES = (
+    'ToyCocoDataset',
+    'ToyCocoCaptionsDataset',
+    'ToyClassificationDataset',
+)
 # how long the other ranks wait for rank 0's set (the default set: ~40 s)
 WAIT_S = 30 * 60
 # generate_toy_coco's arguments a config may set (not where or how)
@@ -229,7 +238,7 @@ def _tokenizers(node, field: str = 'model') -> Iterator[Tuple[str, dict]]:
 
 
 def _toy_datasets(cfg, fields: Sequence[str]) -> Iterator[Tuple[str, dict]]:
-    """``(field, dataset config)`` of every ``ToyCocoDataset`` in the
+    """``(field, dataset config)`` of every toy dataset in the
     config's dataloaders ``fields`` (one per task of a multi-task config,
     wrapped ones included)."""
     for loader_field in fields:
@@ -238,7 +247,8 @@ def _toy_datasets(cfg, fields: Sequence[str]) -> Iterator[Tuple[str, dict]]:
             for name, ds in _dataset_cfgs(
                 loader.get('dataset'), f'{field}.dataset'
             ):
-                if str(ds.get('type', '')).split('.')[-1] == 'ToyCocoDataset':
+                kind = str(ds.get('type', '')).split('.')[-1]
+                if kind in TOY_DATASET_TYPES:
                     yield name, ds
 
 
@@ -250,8 +260,8 @@ def prepare_toy_data(
         'test_dataloader',
     ),
 ) -> List[str]:
-    """Generate, once each, the absent toy-set folders of the
-    ``ToyCocoDataset``s of a config's dataloaders ``loaders``
+    """Generate, once each, the absent toy-set folders of the toy
+    datasets of a config's dataloaders ``loaders``
     (:func:`ensure_toy_coco`), before its paths are checked.
 
     A ``BPETokenizer`` of the model whose ``file`` lies directly in one
