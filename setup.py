@@ -139,11 +139,9 @@ if __name__ == '__main__':
         # torch and mmcv are not listed: a torch the user already has (a
         # CUDA build) must not be replaced, and mmcv must be built against
         # it. tools/install.sh installs both first.
-        install_requires=[
-            r
-            for r in parse_requirements('requirements/runtime.txt')
-            if not r.startswith(('torch', 'mmcv'))
-        ],
+        # ranges (the accepted versions); the tested pins are
+        # requirements/runtime.txt, installed by tools/install.sh
+        install_requires=parse_requirements('requirements/accepted.txt'),
         extras_require={
             'tests': parse_requirements('requirements/tests.txt'),
             'mim': parse_requirements('requirements/mminstall.txt'),

@@ -67,3 +67,41 @@ def test_model_index_lists_existing_metafiles():
             meta = yaml.safe_load(f)
         for model in meta['Models']:
             assert osp.isfile(osp.join(REPO_ROOT, model['Config']))
+
+
+def _requirements(name: str) -> dict:
+    """``{package: specifier}`` of a requirements file (no includes)."""
+    from packaging.requirements import Requirement
+
+    reqs = {}
+    with open(osp.join(REPO_ROOT, 'requirements', name)) as f:
+        for line in f:
+            line = line.split('#')[0].strip()
+            if line and not line.startswith('-r'):
+                req = Requirement(line)
+                reqs[req.name.lower()] = req.specifier
+    return reqs
+
+
+def test_install_requirements_are_the_accepted_ranges():
+    """setup.py asks for ranges; every tested pin lies in its range, and
+    the OpenMMLab ranges are the ones ``import mmvfm`` checks."""
+    from packaging.version import Version
+
+    from mmvfm.version import REQUIRED_VERSIONS
+
+    accepted = _requirements('accepted.txt')
+    pins = _requirements('runtime.txt')
+    assert set(pins) - {'torch', 'mmcv'} == set(accepted)
+    for name, spec in pins.items():
+        assert not any(s.operator == '==' for s in accepted.get(name, ()))
+        for pin in [s.version for s in spec if s.operator == '==']:
+            assert Version(pin) in accepted.get(name, spec), (name, pin)
+    for name, (low, high, _) in REQUIRED_VERSIONS.items():
+        if name in accepted:
+            assert str(accepted[name]) in (
+                f'<{high},>={low}',
+                f'>={low},<{high}',
+            ), name
+    with open(osp.join(REPO_ROOT, 'setup.py')) as f:
+        assert "parse_requirements('requirements/accepted.txt')" in f.read()

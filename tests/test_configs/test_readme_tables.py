@@ -85,3 +85,36 @@ def test_readme_relative_links_exist(path):
         if not osp.exists(osp.join(osp.dirname(path), link)):
             missing.append(link)
     assert missing == [], (osp.relpath(path, REPO_ROOT), missing)
+
+
+def _status_line(readme_path: str) -> str:
+    with open(readme_path) as f:
+        found = re.findall(r'^\*\*Status:\*\* (.*?)\.?$', f.read(), re.M)
+    assert len(found) == 1, f'{readme_path}: one "**Status:** ..." line'
+    return found[0]
+
+
+def test_method_table_status_matches_each_algorithm_readme():
+    """README.md's method table says of each method what the method's own
+    README says, word for word (its ``**Status:**`` line)."""
+    with open(osp.join(REPO_ROOT, 'README.md')) as f:
+        readme = f.read()
+    table = readme.split('| Method | Paper | Status |', 1)[1]
+    table = table.split('\n\n', 1)[0]
+    rows = [r for r in table.splitlines() if r.startswith('| ')]
+    linked = set()
+    for row in rows:
+        status = row.rstrip(' |').rsplit(' | ', 1)[1]
+        match = re.fullmatch(r'\[(.*)\]\((configs/\w+/README\.md)\)', status)
+        assert match, (
+            f'status cell is not [<status>](configs/<algo>/...): {row}'
+        )
+        text, path = match.groups()
+        assert text == _status_line(osp.join(REPO_ROOT, path)), path
+        linked.add(path)
+    algos = {
+        osp.relpath(p, REPO_ROOT)
+        for p in glob.glob(osp.join(REPO_ROOT, 'configs', '*', 'README.md'))
+        if not p.endswith(osp.join('toy', 'README.md'))
+    }
+    assert linked == algos, 'every algorithm folder has a row'
