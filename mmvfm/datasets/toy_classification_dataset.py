@@ -1,6 +1,4 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
-from typing import List
-
 from mmpretrain.datasets import BaseDataset
 from mmpretrain.registry import DATASETS
 
@@ -23,7 +21,3 @@ class ToyClassificationDataset(ToyFirstUseMixin, BaseDataset):
             :func:`~mmvfm.datasets.generate_toy_coco` for that first use.
         **kwargs: as ``mmpretrain.datasets.BaseDataset``.
     """
-
-    def load_data_list(self) -> List[dict]:
-        self.prepare_toy_files()
-        return super().load_data_list()

@@ -1,6 +1,4 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
-from typing import List
-
 from mmdet.registry import DATASETS
 
 from .coco_image_captions_dataset import CocoImageCaptionsDataset
@@ -18,7 +16,3 @@ class ToyCocoCaptionsDataset(ToyFirstUseMixin, CocoImageCaptionsDataset):
             :func:`~mmvfm.datasets.generate_toy_coco` for that first use.
         **kwargs: as :class:`CocoImageCaptionsDataset`.
     """
-
-    def load_data_list(self) -> List[dict]:
-        self.prepare_toy_files()
-        return super().load_data_list()

@@ -1,6 +1,4 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
-from typing import List
-
 from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
 
@@ -23,7 +21,3 @@ class ToyCocoDataset(ToyFirstUseMixin, CocoDataset):
     """
 
     METAINFO = dict(classes=TOY_CLASSES, palette=TOY_PALETTE)
-
-    def load_data_list(self) -> List[dict]:
-        self.prepare_toy_files()
-        return super().load_data_list()

@@ -2,7 +2,7 @@
 """The first-use generation shared by the toy datasets."""
 
 import os.path as osp
-from typing import Optional
+from typing import List, Optional
 
 from .first_use import ensure_toy_coco, toy_generator_args
 
@@ -13,8 +13,8 @@ class ToyFirstUseMixin:
     """A dataset of the toy set that generates the set on first use.
 
     Mixed in before the dataset class (``class ToyX(ToyFirstUseMixin,
-    XDataset)``); the dataset's ``load_data_list`` calls
-    :meth:`prepare_toy_files` first. When the ``data_root`` folder does not
+    XDataset)``): its ``load_data_list`` runs :meth:`prepare_toy_files`,
+    then the dataset's own. When the ``data_root`` folder does not
     exist, :func:`~.first_use.ensure_toy_coco` writes the whole toy set
     there (detection, captions, classification: every file the toy configs
     read; rank 0, the other ranks wait; a log line says where and as which
@@ -45,3 +45,7 @@ class ToyFirstUseMixin:
                 f'not exist. Generate the toy set with: python '
                 f'tools/dataset_converters/generate_toy_coco.py {root}'
             )
+
+    def load_data_list(self) -> List[dict]:
+        self.prepare_toy_files()
+        return super().load_data_list()
