@@ -393,21 +393,20 @@ def _wrap_init(init):
 def _wrap_load_data_list(load):
     @functools.wraps(load)
     def load_data_list(self):
-        options = getattr(self, '_ann_check', None)
-        if options is None or getattr(self, '_ann_counting', False):
-            try:  # the JSON error even with the check off
-                return load(self)
-            except json.JSONDecodeError as e:
-                raise json_error(self.ann_file, e) from None
-        self._ann_counting, self._ann_tally = True, None
-        try:
+        counting = getattr(self, '_ann_check', None) is not None and not (
+            getattr(self, '_ann_counting', False)
+        )
+        if counting:
+            self._ann_counting, self._ann_tally = True, None
+        try:  # the JSON error even with the check off
             data_list = load(self)
-            tally = self._ann_tally
+            tally = self._ann_tally if counting else None
         except json.JSONDecodeError as e:
             raise json_error(self.ann_file, e) from None
         finally:
-            self._ann_counting, self._ann_tally = False, None
-        if tally is not None:  # None: a subclass parses by itself
+            if counting:
+                self._ann_counting, self._ann_tally = False, None
+        if tally is not None:  # None: off, or a subclass parses by itself
             _report(self, tally, data_list)
             self._ann_lost_all = set(tally.lost_all)
         return data_list
