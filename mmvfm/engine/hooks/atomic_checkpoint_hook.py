@@ -120,6 +120,12 @@ class AtomicCheckpointHook(CheckpointHook):
     nothing resumes from them. A write that raises removes its temporary
     file.
 
+    4. an evaluation whose metrics lack a ``save_best`` key (a detector
+       that predicts no box yet, e.g. after a few iterations, makes
+       ``CocoMetric`` return no ``bbox_mAP``) logs a warning naming the key
+       and the metrics it got, and leaves the best checkpoint as it is;
+       ``CheckpointHook`` raises ``KeyError`` there and ends the run.
+
     Everything else is ``CheckpointHook``'s: the arguments, file names,
     ``keep_ckpt_ids`` / ``last_ckpt`` in the message hub, publishing and the
     best-checkpoint logic (a best checkpoint, not needed to resume, is
@@ -202,6 +208,29 @@ class AtomicCheckpointHook(CheckpointHook):
         ids.append(step)
         runner.message_hub.update_info('keep_ckpt_ids', list(ids))
         return dropped
+
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        """``CheckpointHook._save_best_checkpoint``, with a warning instead
+        of ``KeyError`` for a ``save_best`` key the metrics lack.
+
+        Args:
+            runner (Runner): The runner of the training process.
+            metrics (dict): Evaluation results of all metrics.
+        """
+        keys = getattr(self, 'key_indicators', [])
+        missing = [k for k in keys if k != 'auto' and k not in metrics]
+        if missing:
+            runner.logger.warning(
+                f'save_best: {", ".join(map(repr, missing))} not in this '
+                f"evaluation's metrics ({', '.join(metrics) or 'none'}); "
+                'the best checkpoint is not updated for '
+                f'{"this key" if len(missing) == 1 else "these keys"}. A '
+                'detector that predicts no box yet gives no bbox metrics; '
+                "otherwise check the key's spelling."
+            )
+            # CheckpointHook skips a key whose score is None
+            metrics = {**metrics, **dict.fromkeys(missing)}
+        super()._save_best_checkpoint(runner, metrics)
 
     def _save_checkpoint_with_step(self, runner, step, meta) -> None:
         """Save checkpoint ``step`` atomically, then drop old ones.

@@ -358,3 +358,36 @@ def test_non_local_backend_falls_back(monkeypatch):
     assert not hook._is_local()
     hook._save_checkpoint_with_step(None, 3, {})
     assert calls == [3]
+
+
+def test_missing_save_best_key_warns(run_module, tmp_path, monkeypatch):
+    """An evaluation without the ``save_best`` key (an untrained detector
+    gives no bbox metrics) warns and keeps the best checkpoint; the next
+    one with the key saves it. mmengine's hook raises KeyError there."""
+    from mmengine.hooks import CheckpointHook
+
+    from mmvfm.engine.hooks import AtomicCheckpointHook
+
+    runner = run_module.make_runner(str(tmp_path / 'work'), max_iters=1)
+    key = 'det/coco/bbox_mAP'
+    kwargs = dict(interval=1, by_epoch=False, save_best=key, rule='greater')
+    stock = CheckpointHook(**kwargs)
+    stock.before_train(runner)
+    with pytest.raises(KeyError):
+        stock._save_best_checkpoint(runner, {'cls/accuracy/top1': 50.0})
+
+    hook = AtomicCheckpointHook(**kwargs)
+    hook.before_train(runner)
+    warnings = []
+    monkeypatch.setattr(runner.logger, 'warning', warnings.append)
+    hook._save_best_checkpoint(runner, {'cls/accuracy/top1': 50.0})
+    assert len(warnings) == 1
+    assert repr(key) in warnings[0] and 'cls/accuracy/top1' in warnings[0]
+    assert not list((tmp_path / 'work').rglob('best_*.pth'))
+    assert 'best_score' not in runner.message_hub.runtime_info
+
+    hook._save_best_checkpoint(runner, {key: 0.25, 'cls/accuracy/top1': 50})
+    assert len(warnings) == 1
+    (best,) = (tmp_path / 'work').rglob('best_*.pth')
+    assert best.name == 'best_det_coco_bbox_mAP_iter_0.pth'
+    assert runner.message_hub.get_info('best_score') == 0.25
