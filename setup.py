@@ -10,13 +10,22 @@ Compiled ops (mmcv's switch style): ``MMVFM_WITH_OPS=1 pip install
 against the installed torch: the C++ CPU kernels always, the CUDA kernels
 too when torch sees a GPU or ``FORCE_CUDA=1`` (``TORCH_CUDA_ARCH_LIST``
 picks the architectures). Without it (the default of a plain pip install)
-nothing is compiled and the ops run their PyTorch reference.
+nothing is compiled, the ops run their PyTorch reference, and this script
+says so on stderr (shown by ``pip install -v``).
+
+mim (``mim train mmvfm CONFIG``, ``mim search mmvfm``) needs a regular,
+non-editable install (``pip install --no-build-isolation .``): it looks for
+``<site-packages>/mmvfm/.mim``, which holds copies of ``configs/``,
+``tools/`` and ``model-index.yml`` (:func:`add_mim_extension`).
 """
 
+import glob
 import os
 import os.path as osp
 import shutil
+import subprocess
 import sys
+from urllib.parse import urlsplit, urlunsplit
 
 from setuptools import find_packages, setup
 
@@ -52,11 +61,39 @@ def parse_requirements(fname: str) -> list:
     return reqs
 
 
+def get_url():
+    """The checkout's ``remote.origin.url`` as an https URL (credentials
+    dropped), or None: mmvfm has no public home page of its own, and the
+    package metadata names none rather than a made-up one."""
+    try:
+        url = subprocess.run(
+            ['git', '-C', ROOT, 'config', '--get', 'remote.origin.url'],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if url.startswith('git@') and ':' in url:  # git@host:owner/repo.git
+        host, _, path = url[len('git@') :].partition(':')
+        url = f'https://{host}/{path}'
+    parts = urlsplit(url)
+    if parts.scheme not in ('http', 'https') or not parts.hostname:
+        return None  # none, or a local path
+    netloc = parts.hostname + (f':{parts.port}' if parts.port else '')
+    path = parts.path[:-4] if parts.path.endswith('.git') else parts.path
+    return urlunsplit(('https', netloc, path, '', ''))
+
+
 def add_mim_extension() -> None:
     """Put configs/, tools/ and model-index.yml into ``mmvfm/.mim``.
 
     ``mim train mmvfm CONFIG`` finds the training script and the configs
-    there: symlinks for editable installs, copies for wheels and sdists.
+    there: symlinks for editable installs (which mim 0.3.9 does not find:
+    it looks in ``<site-packages>/mmvfm``), copies for wheels, sdists and
+    regular installs. A copy replaces what a former build left, in
+    ``mmvfm/.mim`` and in ``build/lib*/mmvfm/.mim`` (a file removed from
+    the checkout must not reach the next wheel).
     """
     argv = ' '.join(sys.argv)
     if 'develop' in argv or 'editable' in argv:
@@ -66,6 +103,11 @@ def add_mim_extension() -> None:
     else:
         return
     mim_path = osp.join(ROOT, 'mmvfm', '.mim')
+    if mode == 'copy':
+        for stale in glob.glob(
+            osp.join(ROOT, 'build', 'lib*', 'mmvfm', '.mim')
+        ):
+            shutil.rmtree(stale)
     os.makedirs(mim_path, exist_ok=True)
     for name in ('configs', 'tools', 'model-index.yml'):
         src = osp.join(ROOT, name)
@@ -79,7 +121,11 @@ def add_mim_extension() -> None:
         if mode == 'symlink':
             os.symlink(osp.relpath(src, mim_path), dst)
         elif osp.isdir(src):
-            shutil.copytree(src, dst)
+            shutil.copytree(
+                src,
+                dst,
+                ignore=shutil.ignore_patterns('__pycache__', '*.py[co]'),
+            )
         else:
             shutil.copyfile(src, dst)
 
@@ -87,6 +133,11 @@ def add_mim_extension() -> None:
 def get_extensions() -> list:
     """``mmvfm._ext`` when ``MMVFM_WITH_OPS=1``, else nothing."""
     if os.getenv('MMVFM_WITH_OPS', '0') != '1':
+        print(
+            'mmvfm: MMVFM_WITH_OPS is not 1: the compiled ops are not built, '
+            'they run their PyTorch reference',
+            file=sys.stderr,
+        )
         return []
     import torch
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
@@ -122,6 +173,7 @@ if __name__ == '__main__':
         'FGD, GQPos, SiA, Uni-Perceiver v2, ViSFT',
         long_description=readme(),
         long_description_content_type='text/markdown',
+        url=get_url(),
         keywords='computer vision, object detection, distillation, DETR',
         packages=find_packages(
             exclude=('configs', 'tools', 'tests', 'projects', 'benchmarks')

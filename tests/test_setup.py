@@ -55,20 +55,6 @@ def test_wheel_has_mim_extension(tmp_path):
     assert not any(n.startswith(('tests/', 'projects/')) for n in names)
 
 
-def test_model_index_lists_existing_metafiles():
-    import yaml
-
-    with open(osp.join(REPO_ROOT, 'model-index.yml')) as f:
-        index = yaml.safe_load(f)
-    for metafile in index['Import']:
-        path = osp.join(REPO_ROOT, metafile)
-        assert osp.isfile(path), metafile
-        with open(path) as f:
-            meta = yaml.safe_load(f)
-        for model in meta['Models']:
-            assert osp.isfile(osp.join(REPO_ROOT, model['Config']))
-
-
 def _requirements(name: str) -> dict:
     """``{package: specifier}`` of a requirements file (no includes)."""
     from packaging.requirements import Requirement

@@ -1,5 +1,5 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
-"""Reading the files a user gives us: checkpoints, safely.
+"""Reading the files a user gives us: checkpoints and results pickles, safely.
 
 Keep this package light (torch and mmengine only, imported lazily where
 possible): :mod:`mmvfm.compat` installs its loaders before mmdet builds
@@ -16,6 +16,7 @@ from .safe_load import (
     safe_load,
     safe_load_bytes,
 )
+from .safe_load_results import safe_load_results
 
 __all__ = [
     'CheckpointError',
@@ -26,4 +27,5 @@ __all__ = [
     'register_safe_checkpoint_loaders',
     'safe_load',
     'safe_load_bytes',
+    'safe_load_results',
 ]

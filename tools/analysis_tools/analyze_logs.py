@@ -8,6 +8,11 @@ folder is accepted too.
     python tools/analysis_tools/analyze_logs.py plot_curve LOG [LOG ...] \
         --keys loss coco/bbox_mAP --out curves.png
     python tools/analysis_tools/analyze_logs.py cal_train_time LOG
+
+Ours, not mmdet's ``analyze_logs.py`` (``mim run mmdet analyze_logs``,
+which needs seaborn): mmdet's groups the values by epoch, so an
+iteration-based run (every toy config) is a single epoch there; this one
+plots against the iteration and takes work dirs.
 """
 
 import argparse

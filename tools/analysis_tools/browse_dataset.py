@@ -3,6 +3,14 @@
 
     python tools/analysis_tools/browse_dataset.py CONFIG \
         --output-dir work_dirs/browse [--split train] [--max-images 20]
+
+mmdet's ``browse_dataset.py`` (its options: ``--output-dir``,
+``--not-show``, ``--show-interval``, ``--cfg-options``) after
+``import mmvfm``: mmdet's crashes on import beside a CPU torch
+(``operator torchvision::nms does not exist``) before it reads a config's
+``custom_imports``. Also: ``--split`` (mmdet's draws the train set only),
+``--max-images``, ``mmdet::`` config paths, an absent toy set generated
+first, no window without a display.
 """
 
 import argparse
@@ -18,9 +26,10 @@ from mmengine.config import DictAction  # noqa: E402
 from mmengine.utils import ProgressBar  # noqa: E402
 
 import mmvfm  # noqa: E402,F401
-from mmvfm.utils import (
+from mmvfm.datasets import prepare_toy_data  # noqa: E402
+from mmvfm.utils import (  # noqa: E402
     check_data_paths,
-    load_config,  # noqa: E402
+    load_config,
     register_all_modules,
 )
 
@@ -91,6 +100,7 @@ def browse(
 
     register_all_modules(init_default_scope=True)
     loader = f'{split}_dataloader'
+    prepare_toy_data(cfg, [loader])  # an absent toy set: generated
     check_data_paths(cfg, [loader])
     dataset = DATASETS.build(cfg[loader].dataset)
     visualizer = VISUALIZERS.build(cfg.visualizer)
@@ -141,7 +151,7 @@ def main(argv=None):
             not args.not_show,
             args.show_interval,
         )
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f'error: {e}') from None
     if written:
         print(f'\n{len(written)} images written to {args.output_dir}')
