@@ -15,7 +15,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.hooks import Hook
-from mmengine.model import BaseModel
 from mmengine.optim import OptimWrapper, build_optim_wrapper
 from mmengine.registry import HOOKS
 from mmengine.runner import Runner
@@ -24,6 +23,7 @@ from torch.utils.data import DataLoader
 from mmvfm.engine.hooks import TaskAwareOptimizerHook
 from mmvfm.engine.optimizers import MTAdamW, MTAdamWOptimWrapper
 from mmvfm.engine.runner import TaskSampler
+from mmvfm.models.multi_task import BaseMultiTaskModel
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -340,7 +340,7 @@ def test_state_dict_round_trip():
 
 
 # 7 -------------------------------------------------------------------------
-class _TwoTaskNet(BaseModel):
+class _TwoTaskNet(BaseMultiTaskModel):
     """A shared trunk and one linear head per task; loss of the batch's
     task."""
 

@@ -28,8 +28,10 @@ def _mt_adamw_wrappers(optim_wrapper) -> List:
 class TaskAwareOptimizerHook(Hook):
     """Before every train iteration, ``optimizer.set_task(task)`` with the
     task of the batch (``data_batch['task']``, set by
-    :class:`~mmvfm.engine.runner.MultiTaskIterBasedTrainLoop`), for every
-    :class:`MTAdamW` of the runner's optim wrapper.
+    :class:`~mmvfm.engine.runner.MultiTaskIterBasedTrainLoop`: the task
+    name's one route, :mod:`mmvfm.models.multi_task.base`), for every
+    :class:`MTAdamW` of the runner's optim wrapper. The optimizer keeps it
+    for the one ``step()`` of the iteration, which consumes it.
 
     Config::
 

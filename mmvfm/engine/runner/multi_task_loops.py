@@ -9,6 +9,18 @@ run every task's dataloader and evaluator in one pass and report all
 metrics prefixed by the task (``'det/coco/bbox_mAP'``), so ``save_best``
 and the logger work on them as on single-task metrics.
 
+The task name has one route, the batch: ``data_batch['task']`` is what
+``TaskAwareOptimizerHook`` reads (and tells ``MTAdamW``),
+``MultiTaskDataPreprocessor`` routes by and passes on, and the model's
+``forward(task=...)`` receives (:mod:`mmvfm.models.multi_task.base`).
+
+The model is a :class:`~mmvfm.models.multi_task.BaseMultiTaskModel`:
+the loops read its ``tasks``, ``task_uses_collective`` and
+``check_task_data`` at build time. The train loop refuses another
+model; the val/test loops also evaluate one (a CLIP model on a retrieval
+and a zero-shot set: one model, several evaluation sets, no task
+routing), without the dataset checks.
+
 Config::
 
     train_dataloader = dict(det=dict(...), cls=dict(...))
@@ -30,24 +42,51 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import IterBasedTrainLoop
 from mmengine.runner.amp import autocast
 from mmengine.runner.base_loop import BaseLoop
-from mmengine.runner.utils import calc_dynamic_intervals
 from torch.utils.data import DataLoader
 
 from mmvfm.datasets.samplers import ResumableInfiniteSampler
+from mmvfm.models.multi_task.base import BaseMultiTaskModel
 
 from .task_sampler import TaskSampler
 
 
-class TaskDataloaders(dict):
-    """``task -> DataLoader``, with what hooks expect of one dataloader:
-    ``len()`` (all tasks' batches) and ``.dataset`` (the first task's)."""
+class TaskDataloaders:
+    """``task -> DataLoader`` (``[task]``, ``in``, iteration over the task
+    names, ``keys()`` / ``values()`` / ``items()``), with what hooks expect
+    of one dataloader: ``len()`` (all tasks' batches) and ``.dataset`` (the
+    first task's).
+
+    Not a ``dict``: mmengine's ``BaseLoop`` builds a dataloader from any
+    dict it is given, and takes this one as built.
+    """
+
+    def __init__(self, loaders: Dict[str, DataLoader]) -> None:
+        self._loaders = dict(loaders)
+
+    def __getitem__(self, task: str) -> DataLoader:
+        return self._loaders[task]
+
+    def __contains__(self, task) -> bool:
+        return task in self._loaders
+
+    def __iter__(self):
+        return iter(self._loaders)
+
+    def keys(self):
+        return self._loaders.keys()
+
+    def values(self):
+        return self._loaders.values()
+
+    def items(self):
+        return self._loaders.items()
 
     @property
     def dataset(self):
-        return next(iter(self.values())).dataset
+        return next(iter(self._loaders.values())).dataset
 
     def __len__(self) -> int:  # number of batches of all tasks
-        return sum(len(dl) for dl in self.values())
+        return sum(len(dl) for dl in self._loaders.values())
 
 
 def _build_task_dataloaders(
@@ -66,37 +105,43 @@ def _build_task_dataloaders(
             'dataloader config, e.g. dict(det=dict(dataset=...), '
             'cls=dict(dataset=...))'
         )
-    out = TaskDataloaders()
-    for task, cfg in dataloaders.items():
-        out[task] = (
-            runner.build_dataloader(cfg, seed=runner.seed)
-            if isinstance(cfg, dict)
-            else cfg
-        )
-    return out
+    return TaskDataloaders(
+        {
+            task: (
+                runner.build_dataloader(cfg, seed=runner.seed)
+                if isinstance(cfg, dict)
+                else cfg
+            )
+            for task, cfg in dataloaders.items()
+        }
+    )
 
 
 def _unwrap(model):
     return model.module if is_model_wrapper(model) else model
 
 
-def _check_task_data(runner, dataloaders) -> None:
-    """Let the model check each task's dataset (e.g. its class list
-    against the task's candidates): ``model.check_task_data(task,
-    metainfo)``, when the model defines it."""
-    check = getattr(_unwrap(runner.model), 'check_task_data', None)
-    if check is None:
-        return
+def _multi_task_model(runner, loop: str) -> BaseMultiTaskModel:
+    """The runner's model, unwrapped; TypeError naming its class unless it
+    is a :class:`BaseMultiTaskModel`."""
+    model = _unwrap(runner.model)
+    if not isinstance(model, BaseMultiTaskModel):
+        raise TypeError(
+            f'{loop} trains a multi-task model (a BaseMultiTaskModel: '
+            'MultiTaskModel, UniPerceiverV2, or a subclass of '
+            'mmvfm.models.multi_task.BaseMultiTaskModel), got '
+            f'{type(model).__module__}.{type(model).__name__}'
+        )
+    return model
+
+
+def _check_task_data(model: BaseMultiTaskModel, dataloaders) -> None:
+    """``model.check_task_data(task, metainfo)`` for each task's dataset
+    (e.g. its class list against the task's candidates)."""
     for task, loader in dataloaders.items():
         metainfo = getattr(getattr(loader, 'dataset', None), 'metainfo', None)
         if metainfo is not None:
-            check(task, metainfo)
-
-
-def _model_tasks(runner) -> Optional[List[str]]:
-    model = _unwrap(runner.model)
-    tasks = getattr(model, 'tasks', None)
-    return list(tasks) if tasks is not None else None
+            model.check_task_data(task, metainfo)
 
 
 @LOOPS.register_module()
@@ -120,12 +165,26 @@ class MultiTaskIterBasedTrainLoop(IterBasedTrainLoop):
         dynamic_intervals (list[tuple[int, int]], optional): as mmengine's
             ``IterBasedTrainLoop``.
 
-    Raises at build time: tasks of the ratios, the dataloaders and the
-    model that differ; a dataset the model's ``check_task_data(task,
-    metainfo)`` refuses (when it has one); ``mixed`` with a task whose head
-    runs a cross-rank collective (the ranks would wait on each other in
-    different heads and deadlock); DDP without ``find_unused_parameters``
-    (each iteration leaves the other tasks' heads unused).
+    From :class:`IterBasedTrainLoop` as it is: ``__init__`` (given the
+    built :class:`TaskDataloaders`: the iteration bookkeeping, the
+    visualizer's ``dataset_meta`` from the first task's dataset, the
+    dynamic validation interval), ``run_iter``, the ``iter`` /
+    ``max_iters`` / ``epoch`` properties. ``run`` is its own, for two
+    steps ``IterBasedTrainLoop.run`` does with its one dataloader
+    iterator: the batch of an iteration comes from the drawn task's
+    dataloader (each task has its own iterator), and a resumed run
+    places each task's sampler after the batches it drew
+    (``ResumableInfiniteSampler.set_consumed``) instead of drawing and
+    discarding ``iter`` batches.
+
+    Raises at build time: a model that is not a
+    :class:`~mmvfm.models.multi_task.BaseMultiTaskModel`; tasks of the
+    ratios, the dataloaders and the model that differ; a dataset the model's
+    ``check_task_data(task, metainfo)`` refuses; ``mixed`` with a task
+    whose head runs a cross-rank collective (the ranks would wait on each
+    other in different heads and deadlock); DDP without
+    ``find_unused_parameters`` (each iteration leaves the other tasks'
+    heads unused).
     """
 
     def __init__(
@@ -140,10 +199,6 @@ class MultiTaskIterBasedTrainLoop(IterBasedTrainLoop):
         val_interval: int = 1000,
         dynamic_intervals: Optional[List[Tuple[int, int]]] = None,
     ) -> None:
-        # IterBasedTrainLoop.__init__ builds one dataloader: set its state
-        # here and inherit the rest (iteration bookkeeping, run_iter, the
-        # dynamic validation interval).
-        self._runner = runner
         if not isinstance(max_iters, int) or max_iters < 1:
             raise ValueError(
                 f'max_iters must be a positive int, got {max_iters!r}'
@@ -159,25 +214,26 @@ class MultiTaskIterBasedTrainLoop(IterBasedTrainLoop):
         self.dataloaders = _build_task_dataloaders(
             runner, dataloader, 'train_dataloader'
         )
-        self.dataloader = self.dataloaders  # what runner/hooks read
+        # self.dataloader (what the runner and hooks read) is the same
+        super().__init__(
+            runner,
+            self.dataloaders,
+            max_iters,
+            val_begin=val_begin,
+            val_interval=val_interval,
+            dynamic_intervals=dynamic_intervals,
+        )
+        # one iterator per task (_next_batch), not mmengine's single one
+        self.dataloader_iterator = None
+        self._iterators: Dict[str, object] = {}
         self.task_sampler = TaskSampler(
             task_ratios, strategy, runner.seed if seed is None else seed
         )
         self._check_tasks(runner)
-        _check_task_data(runner, self.dataloaders)
-
-        self._max_iters = max_iters
-        self._max_epochs = 1
-        self._epoch = 0
-        self._iter = 0
-        self.val_begin = val_begin
-        self.val_interval = val_interval
-        self.stop_training = False
-        self.dynamic_milestones, self.dynamic_intervals = (
-            calc_dynamic_intervals(val_interval, dynamic_intervals)
+        _check_task_data(
+            _multi_task_model(runner, type(self).__name__), self.dataloaders
         )
         self.rank = get_dist_info()[0]
-        self._iterators: Dict[str, object] = {}
 
     # ------------------------------------------------------------------
     @staticmethod
@@ -190,6 +246,7 @@ class MultiTaskIterBasedTrainLoop(IterBasedTrainLoop):
         return cfg
 
     def _check_tasks(self, runner) -> None:
+        model = _multi_task_model(runner, type(self).__name__)
         ratio_tasks = set(self.task_sampler.tasks)
         loader_tasks = set(self.dataloaders)
         if ratio_tasks != loader_tasks:
@@ -197,18 +254,15 @@ class MultiTaskIterBasedTrainLoop(IterBasedTrainLoop):
                 f'task_ratios {sorted(ratio_tasks)} and train_dataloader '
                 f'{sorted(loader_tasks)} must name the same tasks'
             )
-        model_tasks = _model_tasks(runner)
-        if model_tasks is not None and not ratio_tasks <= set(model_tasks):
+        model_tasks = list(model.tasks)
+        if not ratio_tasks <= set(model_tasks):
             raise ValueError(
                 f'the model has no head for {sorted(ratio_tasks - set(model_tasks))} '  # noqa: E501
                 f'(its tasks: {model_tasks})'
             )
         if self.task_sampler.strategy == 'mixed':
-            model = _unwrap(runner.model)
             collective = [
-                t
-                for t in ratio_tasks
-                if getattr(model, 'task_uses_collective', lambda t: False)(t)
+                t for t in ratio_tasks if model.task_uses_collective(t)
             ]
             if collective:
                 raise ValueError(
@@ -289,6 +343,11 @@ class MultiTaskIterBasedTrainLoop(IterBasedTrainLoop):
 class MultiTaskValLoop(BaseLoop):
     """Validate every task in one loop; metrics prefixed by task.
 
+    The model: a :class:`~mmvfm.models.multi_task.BaseMultiTaskModel`
+    (each task's dataset checked by its ``check_task_data`` at build
+    time), or any model evaluated on several sets (its data preprocessor
+    ignores the batch's ``'task'``).
+
     Args:
         runner (Runner): the runner.
         dataloader (dict): task name -> dataloader config.
@@ -306,12 +365,13 @@ class MultiTaskValLoop(BaseLoop):
         evaluator: Dict[str, Union[dict, list, Evaluator]],
         fp16: bool = False,
     ) -> None:
-        self._runner = runner
         self.dataloaders = _build_task_dataloaders(
             runner, dataloader, f'{self.mode}_dataloader'
         )
-        self.dataloader = self.dataloaders
-        _check_task_data(runner, self.dataloaders)
+        super().__init__(runner, self.dataloaders)  # self.dataloader
+        model = _unwrap(runner.model)
+        if isinstance(model, BaseMultiTaskModel):
+            _check_task_data(model, self.dataloaders)
         if (
             not isinstance(evaluator, dict)
             or 'type' in evaluator

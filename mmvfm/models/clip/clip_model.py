@@ -40,6 +40,7 @@ from mmengine.structures import BaseDataElement
 from torch import Tensor
 
 from ..language.captions import one_caption_each, sample_captions
+from ..utils import set_class_scores
 from .prompts import DEFAULT_TEMPLATES, check_templates, class_prompts
 
 
@@ -247,10 +248,5 @@ class CLIP(BaseModel):
             if has_caps[i]:
                 sample.set_field(text_embeds[i], 'text_embeds')
             if scores is not None:
-                if hasattr(sample, 'set_pred_score'):  # mmpretrain DataSample
-                    sample.set_pred_score(scores[i])
-                    sample.set_pred_label(scores[i].argmax())
-                else:
-                    sample.set_field(scores[i], 'pred_score')
-                    sample.set_field(scores[i].argmax(), 'pred_label')
+                set_class_scores(sample, scores[i])
         return data_samples

@@ -1,4 +1,5 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
+from .base import BaseMultiTaskModel
 from .caption_task_head import CaptionTaskHead
 from .data_preprocessor import MultiTaskDataPreprocessor
 from .multi_task_model import MultiTaskModel
@@ -10,6 +11,7 @@ from .task_heads import (
 )
 
 __all__ = [
+    'BaseMultiTaskModel',
     'CaptionTaskHead',
     'ClsTaskHead',
     'DetTaskHead',

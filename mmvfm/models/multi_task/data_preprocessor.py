@@ -10,11 +10,13 @@ from mmengine.model import BaseDataPreprocessor
 class MultiTaskDataPreprocessor(BaseDataPreprocessor):
     """Routes each batch to its task's data preprocessor.
 
-    The multi-task loops tag every batch with ``data_batch['task']``; this
+    The multi-task loops tag every batch with ``data_batch['task']`` (the
+    one route of the task name: :mod:`mmvfm.models.multi_task.base`); this
     module preprocesses it with ``preprocessors[task]`` (e.g. mmdet's
     ``DetDataPreprocessor`` with padding to 32 for detection, mmpretrain's
-    ``ClsDataPreprocessor`` for classification) and keeps the tag, which
-    ``MultiTaskModel.forward`` receives as ``task``.
+    ``ClsDataPreprocessor`` for classification; each is given the batch's
+    own keys, the ones it knows) and keeps the key in its output, so that
+    the model's ``forward`` receives it as ``task``.
 
     Args:
         preprocessors (dict): task name -> data preprocessor config.

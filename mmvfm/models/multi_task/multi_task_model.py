@@ -3,25 +3,27 @@
 task, per-task loss weights, and freezing declared in config."""
 
 import re
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Union
 
 import torch
 import torch.nn as nn
 from mmdet.registry import MODELS
-from mmengine.model import BaseModel, ModuleDict
+from mmengine.model import ModuleDict
 from torch import Tensor
+
+from .base import BaseMultiTaskModel
 
 
 @MODELS.register_module()
-class MultiTaskModel(BaseModel):
+class MultiTaskModel(BaseMultiTaskModel):
     """Routes each batch to its task's head and loss.
 
-    ``forward(inputs, data_samples, mode, task)``: the multi-task loops tag
-    every batch with its task (see ``MultiTaskDataPreprocessor``); the
-    shared backbone (and neck) computes the features, then ``heads[task]``
-    computes the losses (keys prefixed ``'<task>.'``, e.g.
-    ``'det.loss_cls'``; mmengine back-propagates keys containing ``loss``),
-    the predictions or the raw outputs.
+    ``forward(inputs, data_samples, mode, task)``
+    (:class:`BaseMultiTaskModel`): the multi-task loops tag every batch
+    with its task (see ``MultiTaskDataPreprocessor``); the shared backbone
+    (and neck) computes the features, then ``heads[task]`` computes the
+    losses (keys prefixed ``'<task>.'``, e.g. ``'det.loss_cls'``, scaled by
+    the task's ``loss_weight``), the predictions or the raw outputs.
 
     Args:
         backbone (dict): shared backbone config.
@@ -65,16 +67,12 @@ class MultiTaskModel(BaseModel):
         )
         if not tasks:
             raise ValueError('tasks: at least one task head is needed')
+        self.check_task_names(list(tasks))
         self.backbone = MODELS.build(backbone)
         self.neck = MODELS.build(neck) if neck is not None else None
         self.heads = ModuleDict()  # mmengine's: init_weights recurses
         self.loss_weights: Dict[str, float] = {}
         for task, cfg in tasks.items():
-            if '.' in task or '/' in task:
-                raise ValueError(
-                    f'task name {task!r} must not contain '
-                    "'.' or '/' (used as prefixes)"
-                )
             cfg = dict(cfg)
             self.loss_weights[task] = float(cfg.pop('loss_weight', 1.0))
             self.heads[task] = MODELS.build(cfg)
@@ -170,8 +168,12 @@ class MultiTaskModel(BaseModel):
     def tasks(self) -> List[str]:
         return list(self.heads.keys())
 
+    def loss_weight(self, task: str) -> float:
+        return self.loss_weights[task]
+
     def task_uses_collective(self, task: str) -> bool:
-        """Whether ``task``'s head communicates across ranks."""
+        """Whether ``task``'s head communicates across ranks (its
+        ``uses_collective``)."""
         return bool(getattr(self.heads[task], 'uses_collective', False))
 
     def _apply_freeze(self, freeze: dict) -> None:
@@ -251,50 +253,13 @@ class MultiTaskModel(BaseModel):
             feats = self.neck(feats)
         return feats
 
-    def forward(
-        self,
-        inputs: Tensor,
-        data_samples: Optional[Sequence] = None,
-        mode: str = 'tensor',
-        task: Optional[str] = None,
-    ):
-        """Args:
-            inputs (Tensor): the preprocessed batch ``[N, C, H, W]``.
-            data_samples (list): the task's data samples.
-            mode (str): ``'loss'``, ``'predict'`` or ``'tensor'``.
-            task (str): which head (set by the multi-task loops).
+    def task_loss(self, inputs: Tensor, data_samples, task: str) -> dict:
+        return self.heads[task].loss(self.extract_feat(inputs), data_samples)
 
-        Returns:
-            dict of prefixed losses / list of data samples / raw outputs.
-        """
-        if task is None:
-            raise ValueError(
-                'MultiTaskModel needs the task of the batch: train and '
-                'evaluate it with the multi-task loops and '
-                'MultiTaskDataPreprocessor'
-            )
-        if task not in self.heads:
-            raise KeyError(f'no head for task {task!r} (tasks: {self.tasks})')
-        head = self.heads[task]
-        feats = self.extract_feat(inputs)
-        if mode == 'loss':
-            weight = self.loss_weights[task]
-            return {
-                f'{task}.{key}': _scale(value, weight)
-                if 'loss' in key
-                else value
-                for key, value in head.loss(feats, data_samples).items()
-            }
-        if mode == 'predict':
-            return head.predict(feats, data_samples)
-        if mode == 'tensor':
-            return head(feats)
-        raise ValueError(f'mode must be loss, predict or tensor, got {mode!r}')
+    def predict(self, inputs: Tensor, data_samples, task: str) -> list:
+        return self.heads[task].predict(
+            self.extract_feat(inputs), data_samples
+        )
 
-
-def _scale(value, weight: float):
-    if weight == 1.0:
-        return value
-    if isinstance(value, (list, tuple)):
-        return type(value)(v * weight for v in value)
-    return value * weight
+    def _forward(self, inputs: Tensor, data_samples, task: str):
+        return self.heads[task](self.extract_feat(inputs))

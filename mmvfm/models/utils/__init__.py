@@ -1,4 +1,5 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
+from .class_scores import set_class_scores
 from .gather import all_gather_with_grad
 from .grad_checkpoint import (
     build_gradient_checkpointing,
@@ -14,4 +15,5 @@ __all__ = [
     'rank_local_normalizers',
     'build_gradient_checkpointing',
     'enable_gradient_checkpointing',
+    'set_class_scores',
 ]

@@ -301,8 +301,9 @@ def test_ddp_without_find_unused_parameters_is_refused(tmp_path):
     from mmengine.model import MMDistributedDataParallel
 
     from mmvfm.engine import MultiTaskIterBasedTrainLoop
+    from mmvfm.models.multi_task import BaseMultiTaskModel
 
-    class TwoHeads(torch.nn.Module):
+    class TwoHeads(BaseMultiTaskModel):
         tasks = ('det', 'cls')
 
         def __init__(self):
@@ -457,3 +458,43 @@ def test_loops_let_the_model_check_each_tasks_dataset(
     runner = Runner.from_cfg(tiny_mt_cfg(max_iters=1, name='check_bad'))
     with pytest.raises(ValueError, match='refused'):
         runner.train()
+
+
+def test_train_loop_needs_a_multi_task_model():
+    """The train loop reads the task interface of BaseMultiTaskModel (no
+    attribute probing): another model is a TypeError naming its class,
+    even one with a ``tasks`` attribute."""
+    from types import SimpleNamespace
+
+    from mmvfm.engine import MultiTaskIterBasedTrainLoop
+
+    class Plain(torch.nn.Module):
+        tasks = ('det', 'cls')
+
+    loop = object.__new__(MultiTaskIterBasedTrainLoop)
+    loop.task_sampler = TaskSampler(dict(det=0.5, cls=0.5), 'unmixed', 0)
+    loop.dataloaders = dict(det=None, cls=None)
+    with pytest.raises(TypeError, match=r'BaseMultiTaskModel.*got .*\.Plain'):
+        loop._check_tasks(SimpleNamespace(model=Plain()))
+
+
+def test_the_loops_reuse_mmengines_loop_state(tiny_mt_cfg):
+    """mmengine's BaseLoop keeps the task dataloaders as built (they are
+    not a dict config), IterBasedTrainLoop's bookkeeping is the loop's."""
+    from mmvfm.engine.runner import TaskDataloaders
+
+    cfg = tiny_mt_cfg(max_iters=2, name='reuse')
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    cfg.train_cfg.pop('val_interval')
+    cfg.default_hooks.checkpoint.save_best = None
+    runner = Runner.from_cfg(cfg)
+    loop = runner.build_train_loop(runner._train_loop)
+    assert isinstance(loop.dataloader, TaskDataloaders)
+    assert loop.dataloader is loop.dataloaders
+    assert sorted(loop.dataloaders) == ['cls', 'det']
+    assert len(loop.dataloaders.keys()) == 2
+    assert len(loop.dataloader) == sum(
+        len(d) for d in loop.dataloaders.values()
+    )
+    assert (loop.max_iters, loop.iter, loop.epoch) == (2, 0, 0)
+    assert loop.val_interval == 1000 and loop.val_begin == 1
