@@ -3,12 +3,26 @@
 
 import glob
 import importlib.util
+import os
 import os.path as osp
 
-import pytest
+# pytest-xdist (``-n 2`` in pyproject.toml's addopts): one process per core,
+# so one intra-op thread per process (and in every subprocess a test
+# starts); two OpenMP threads per worker on 2 cores would spin against each
+# other. Set before torch is imported.
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    for _var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
+        os.environ[_var] = '1'
 
-import mmvfm  # noqa: F401  (stack fixes before anything imports mmdet)
-from mmvfm.utils import register_all_modules
+import pytest  # noqa: E402
+
+import mmvfm  # noqa: F401, E402  (stack fixes before anything imports mmdet)
+from mmvfm.utils import register_all_modules  # noqa: E402
+
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    import torch
+
+    torch.set_num_threads(1)
 
 # mmdet's registries and default scope, as the Runner sets them
 register_all_modules(init_default_scope=True)

@@ -66,3 +66,8 @@ custom_imports = dict(imports=['mmvfm'], allow_failed_imports=False)
 
 # 1 process x 8 images; --auto-scale-lr rescales lr for other batch sizes.
 auto_scale_lr = dict(enable=False, base_batch_size=8)
+
+# A fixed seed, so that README's main job gives the number it states. The
+# thread count changes float sums, so another machine lands elsewhere within
+# the seed spread (configs/toy/README.md); the sweep tool sets the seed.
+randomness = dict(seed=0)
