@@ -132,6 +132,140 @@ def test_pick_best_takes_the_highest_value(fake_sweep):
     assert sweep['metrics'][METRIC]['gq']['diff']['mean'] == 0.0
 
 
+def test_pick_iter_several_picks(fake_sweep):
+    """--pick iter=10 last: per-pick values in the JSON (metric -> pick ->
+    variant) and a table row per (variant, metric, pick) with a pick
+    column; the `last` tables equal those of a one-pick sweep."""
+    one = tool.main(sweep_args(fake_sweep, '--collect-only'))
+    sweep = tool.main(
+        sweep_args(fake_sweep, '--collect-only', '--pick', 'iter=10', 'last')
+    )
+    assert sweep['pick'] == ['iter=10', 'last']
+    by_pick = sweep['metrics'][METRIC]
+    assert list(by_pick) == ['iter=10', 'last']
+    assert by_pick['last'] == one['metrics'][METRIC]
+    early = by_pick['iter=10']
+    assert early['stock']['values'] == {'0': 0.3, '1': 0.3, '2': 0.3}
+    assert early['gq']['diff']['mean'] == 0.0 and early['gq']['n'] == 3
+    rows = tool.render_markdown(sweep).splitlines()
+    assert rows[0] == (
+        '| variant | metric | pick | per-seed values (seeds 0, 1, 2) '
+        '| mean ± sd | paired diff vs stock (mean ± SE) |'
+    )
+    assert rows[1] == '|---|---|---|---|---|---|'
+    assert rows[2:] == [
+        '| stock | coco/bbox_mAP | iter=10 | 0.300, 0.300, 0.300 '
+        '| 0.300 ± 0.000 | baseline |',
+        '| stock | coco/bbox_mAP | last | 0.100, 0.120, 0.140 '
+        '| 0.120 ± 0.020 | baseline |',
+        '| gq | coco/bbox_mAP | iter=10 | 0.300, 0.300, 0.300 '
+        '| 0.300 ± 0.000 | +0.000 ± 0.000 (n=3) |',
+        '| gq | coco/bbox_mAP | last | 0.150, 0.140, 0.200 '
+        '| 0.163 ± 0.032 | +0.043 ± 0.012 (n=3) |',
+    ]
+    with open(fake_sweep / 'sweep.json') as f:
+        assert json.load(f) == sweep
+    # one iter=N pick (written in any form): the one-pick layout, with the
+    # pick column
+    sweep = tool.main(
+        sweep_args(fake_sweep, '--collect-only', '--pick', 'iter=020')
+    )
+    assert sweep['pick'] == 'iter=20'
+    assert sweep['metrics'] == one['metrics']
+    assert '| gq | coco/bbox_mAP | iter=20 | 0.150, 0.140, 0.200 |' in (
+        tool.render_markdown(sweep)
+    )
+
+
+def test_pick_iter_without_that_validation_is_an_error(fake_sweep):
+    """A run never validated at iteration N: an error naming the run and
+    the iterations it has (a row silently short of seeds would pass for a
+    result)."""
+    fake_run(fake_sweep, 'gq_s1', [0.3, 0.14, 0.5])  # validated at 30 too
+    with pytest.raises(SystemExit) as e:
+        tool.main(
+            sweep_args(
+                fake_sweep, '--collect-only', '--pick', 'last', 'iter=30'
+            )
+        )
+    msg = str(e.value)
+    assert 'run stock_s0' in msg and 'at iteration 30' in msg
+    assert 'it has iterations [10, 20]' in msg and f'"{METRIC}"' in msg
+
+
+def test_merge_with_several_picks(fake_sweep, tmp_path):
+    picks = ('--pick', 'iter=10', 'last')
+    published = tool.main(sweep_args(fake_sweep, '--collect-only', *picks))
+    old_json = str(tmp_path / 'published.json')
+    os.replace(fake_sweep / 'sweep.json', old_json)
+    work = tmp_path / 'new'
+    for variant in ('stock', 'gq'):
+        fake_run(work, f'{variant}_s3', [0.3, 0.16])
+    seeds = ('0', '1', '2', '3')
+    sweep = tool.main(
+        sweep_args(
+            work, '--collect-only', *picks, '--merge', old_json, seeds=seeds
+        )
+    )
+    for pick in ('iter=10', 'last'):
+        gq = sweep['metrics'][METRIC][pick]['gq']
+        old = published['metrics'][METRIC][pick]['gq']
+        assert gq['n'] == 4
+        assert {k: gq['values'][k] for k in '012'} == old['values']
+    assert sweep['metrics'][METRIC]['last']['gq']['values']['3'] == 0.16
+    with pytest.raises(SystemExit, match='its pick is'):
+        tool.main(
+            sweep_args(
+                work, '--collect-only', '--merge', old_json, seeds=seeds
+            )
+        )
+
+
+def test_any_logged_validation_metric(tmp_path):
+    """Not only COCO mAP: a classification and a captioning key, by pick;
+    an absent key names the keys the run has."""
+    for seed, (top1, cider) in enumerate([(0.5, 40.0), (0.7, 44.0)]):
+        fake_run(
+            tmp_path, f'cls_s{seed}', [0.2, top1], key='cls/accuracy/top1'
+        )
+        fake_run(
+            tmp_path / 'cap',
+            f'cap_s{seed}',
+            [30.0, cider],
+            key='caption/caption/CIDEr-D',
+        )
+    base = ['--seeds', '0', '1', '--collect-only']
+    sweep = tool.main(
+        [
+            str(tmp_path),
+            '--variant',
+            'cls',
+            TOY_CONFIG,
+            *base,
+            '--metrics',
+            'cls/accuracy/top1',
+            '--pick',
+            'iter=10',
+            'best',
+        ]
+    )
+    table = sweep['metrics']['cls/accuracy/top1']
+    assert table['iter=10']['cls']['values'] == {'0': 0.2, '1': 0.2}
+    assert table['best']['cls']['mean'] == pytest.approx(0.6)
+    assert '| cls | cls/accuracy/top1 | best | 0.500, 0.700 |' in (
+        tool.render_markdown(sweep)
+    )
+    cap = [str(tmp_path / 'cap'), '--variant', 'cap', TOY_CONFIG, *base]
+    sweep = tool.main([*cap, '--metrics', 'caption/caption/CIDEr-D'])
+    entry = sweep['metrics']['caption/caption/CIDEr-D']['cap']
+    assert entry['values'] == {'0': 40.0, '1': 44.0}
+    with pytest.raises(SystemExit) as e:
+        tool.main([*cap, '--metrics', 'caption/caption/BLEU-4'])
+    msg = str(e.value)
+    assert 'run cap_s0' in msg and '"caption/caption/BLEU-4"' in msg
+    assert "'caption/caption/CIDEr-D'" in msg  # the keys it has
+
+
 def test_merge_grows_a_published_sweep_by_new_seeds(fake_sweep, tmp_path):
     """Seeds 0-2 published (their work dirs gone), seed 3 run now: the
     merged sweep equals one over all four runs, names the merged runs and
@@ -277,6 +411,13 @@ def test_nothing_finished_is_an_error(tmp_path):
         ),
         (['--variant', 'a', TOY_CONFIG, '--readme', 'R.md'], 'go together'),
         (['--variant', 'a', TOY_CONFIG, '--nproc', '0'], '--nproc must be'),
+        (['--variant', 'a', TOY_CONFIG, '--pick', 'first'], 'iter=N'),
+        (['--variant', 'a', TOY_CONFIG, '--pick', 'iter=0'], 'iter=N'),
+        (['--variant', 'a', TOY_CONFIG, '--pick', 'iter=x'], 'iter=N'),
+        (
+            ['--variant', 'a', TOY_CONFIG, '--pick', 'iter=5', 'iter=05'],
+            'pick given twice',
+        ),
     ],
 )
 def test_arguments_checked_first(tmp_path, monkeypatch, argv, message):
