@@ -258,7 +258,7 @@ def _coco_for_classes(
 
 def _point_at_toy_data(
     dataset: dict, split: str, toy_root: str, out_root: str
-) -> Tuple[str, str]:
+) -> Tuple[str, str, str, str]:
     """Rewrite one leaf dataset config, in place, to read the toy images.
 
     Returns:
