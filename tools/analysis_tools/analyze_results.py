@@ -16,7 +16,6 @@ draws) with two changes:
 """
 
 import argparse
-import importlib.util
 import os.path as osp
 import sys
 from types import SimpleNamespace
@@ -24,8 +23,10 @@ from types import SimpleNamespace
 sys.path.insert(
     0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 )
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 import numpy as np  # noqa: E402
+from mmdet_tools import load_mmdet_tool  # noqa: E402,F401  (re-exported)
 from mmengine.config import DictAction  # noqa: E402
 
 import mmvfm  # noqa: E402,F401  (stack fixes, registries)
@@ -36,27 +37,6 @@ from mmvfm.utils import (  # noqa: E402
     load_config,
     register_all_modules,
 )
-
-
-def load_mmdet_tool(name: str):
-    """mmdet's ``tools/analysis_tools/<name>`` (shipped in its ``.mim``)
-    as the module ``mmdet_<name>``."""
-    mmdet_dir = importlib.util.find_spec('mmdet').submodule_search_locations
-    path = osp.join(mmdet_dir[0], '.mim', 'tools', 'analysis_tools', name)
-    module_name = 'mmdet_' + osp.splitext(name)[0]
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    if not osp.isfile(path):
-        raise SystemExit(
-            f"error: mmdet's {name} is not at {path} (an mmdet install "
-            'without its .mim tools? reinstall mmdet with pip)'
-        )
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 mmdet_tool = load_mmdet_tool('analyze_results.py')
 

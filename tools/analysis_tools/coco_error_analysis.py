@@ -18,37 +18,15 @@ inputs checked first.
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import os.path as osp
 import sys
 from multiprocessing import Pool
 
-# mmdet's folder, without importing mmdet (and through mmcv, torch)
-TOOL = osp.join(
-    importlib.util.find_spec('mmdet').submodule_search_locations[0],
-    '.mim',
-    'tools',
-    'analysis_tools',
-    'coco_error_analysis.py',
-)
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
-
-def load_mmdet_tool():
-    """mmdet's tool as the module ``mmdet_coco_error_analysis`` (in
-    sys.modules: the pool's workers find its functions by name)."""
-    name = 'mmdet_coco_error_analysis'
-    if not osp.isfile(TOOL):
-        raise SystemExit(
-            f"error: mmdet's coco_error_analysis.py is not at {TOOL} (an "
-            'mmdet install without its .mim tools? reinstall mmdet with pip)'
-        )
-    spec = importlib.util.spec_from_file_location(name, TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from mmdet_tools import load_mmdet_tool  # noqa: E402
 
 
 def check_inputs(result: str, ann: str) -> int:
@@ -118,7 +96,7 @@ def main(argv=None):
     """Returns the written plot files."""
     args = parse_args(argv)
     num_classes = check_inputs(args.result, args.ann)
-    tool = load_mmdet_tool()
+    tool = load_mmdet_tool('coco_error_analysis.py')
     workers = max(1, min(num_classes, os.cpu_count() or 1))
 
     def pool(processes=None, *rest, **kwargs):
