@@ -44,8 +44,8 @@ from common import (  # noqa: E402
 )
 
 import mmvfm  # noqa: E402,F401  (registries)
+from mmvfm.models.common import enable_gradient_checkpointing  # noqa: E402
 from mmvfm.models.peft import apply_lora, lora_layers, merge_lora  # noqa: E402
-from mmvfm.models.utils import enable_gradient_checkpointing  # noqa: E402
 
 BATCH, SIZE = 2, 224
 VIT_B = dict(type='mmpretrain.VisionTransformer', arch='b', img_size=SIZE)

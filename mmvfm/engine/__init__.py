@@ -1,6 +1,6 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
-from .hooks import MultiTaskVisualizationHook
-from .model_wrappers import FSDP2StateDictHook, FSDP2Wrapper
+from .hooks import FSDP2StateDictHook, MultiTaskVisualizationHook
+from .model_wrappers import FSDP2Wrapper
 from .optimizers import TrainableOptimWrapperConstructor
 from .runner import (
     MultiTaskIterBasedTrainLoop,

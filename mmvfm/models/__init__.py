@@ -1,6 +1,7 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
 from . import (  # noqa: F401
     clip,
+    common,
     distillers,
     gqpos,
     language,
@@ -10,5 +11,4 @@ from . import (  # noqa: F401
     peft,
     sia,
     uniperceiver,
-    utils,
 )

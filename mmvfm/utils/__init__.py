@@ -1,4 +1,13 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
+"""Run setup and the checks of a config before it runs: registering mmvfm
+into mmdet's scope, resolving and loading configs, and naming the data and
+checkpoint files a config needs but lacks.
+
+Tools and configs use these; :mod:`mmvfm.models.common` holds the helpers of
+model code. Nothing here imports :mod:`mmvfm.models` at module level
+(``register_all_modules`` imports the package when called, as mmdet's does).
+"""
+
 # Keep this module light: mmvfm/__init__.py imports it before the stack
 # fixes of mmvfm.compat are applied, so nothing here may import
 # mmdet.models, mmpretrain or torchvision at module level.

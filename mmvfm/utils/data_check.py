@@ -14,15 +14,15 @@ TOY_HINT = (
 )
 
 
-def _dataset_cfgs(cfg, prefix: str) -> Iterator[Tuple[str, dict]]:
+def dataset_cfgs(cfg, prefix: str) -> Iterator[Tuple[str, dict]]:
     """Yield ``(field, dataset_cfg)`` for a dataset and its wrapped ones."""
     if not isinstance(cfg, dict):
         return
     yield prefix, cfg
     if isinstance(cfg.get('dataset'), dict):  # RepeatDataset & co.
-        yield from _dataset_cfgs(cfg['dataset'], f'{prefix}.dataset')
+        yield from dataset_cfgs(cfg['dataset'], f'{prefix}.dataset')
     for i, sub in enumerate(cfg.get('datasets') or []):  # ConcatDataset
-        yield from _dataset_cfgs(sub, f'{prefix}.datasets[{i}]')
+        yield from dataset_cfgs(sub, f'{prefix}.datasets[{i}]')
 
 
 def _is_local(path: str) -> bool:
@@ -72,7 +72,7 @@ def check_data_paths(
     checked = []
     named = [pair for loader in loaders for pair in named_loaders(cfg, loader)]
     for loader, loader_cfg in named:
-        for field, ds in _dataset_cfgs(
+        for field, ds in dataset_cfgs(
             loader_cfg.get('dataset'), f'{loader}.dataset'
         ):
             root = ds.get('data_root') or ''

@@ -197,7 +197,7 @@ def _toy_configs():
 
 
 def _leaf_datasets(cfg):
-    from mmvfm.utils.data_check import _dataset_cfgs, named_loaders
+    from mmvfm.utils.data_check import dataset_cfgs, named_loaders
 
     for loader_field in (
         'train_dataloader',
@@ -205,7 +205,7 @@ def _leaf_datasets(cfg):
         'test_dataloader',
     ):
         for field, loader in named_loaders(cfg, loader_field):
-            for name, ds in _dataset_cfgs(
+            for name, ds in dataset_cfgs(
                 loader.get('dataset'), f'{field}.dataset'
             ):
                 if 'dataset' not in ds and 'datasets' not in ds:

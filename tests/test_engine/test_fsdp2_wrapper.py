@@ -21,8 +21,8 @@ from mmengine.model import BaseModel
 from mmengine.optim import OptimWrapper
 
 from mmvfm.engine import FSDP2Wrapper
+from mmvfm.models.common.grad_checkpoint import enable_gradient_checkpointing
 from mmvfm.models.peft import apply_lora
-from mmvfm.models.utils.grad_checkpoint import enable_gradient_checkpointing
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

@@ -201,7 +201,7 @@ def test_pretrained_init_cfg(evil, tmp_path, monkeypatch, where):
 
 def test_strict_pretrained_key_check(evil):
     from mmvfm.fileio import UnsafeCheckpointError
-    from mmvfm.models.utils.strict_pretrained import check_pretrained_keys
+    from mmvfm.models.common.strict_pretrained import check_pretrained_keys
 
     path, marker = evil
     with pytest.raises(UnsafeCheckpointError) as e:

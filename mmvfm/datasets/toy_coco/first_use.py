@@ -24,7 +24,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.logging import print_log
 
-from ...utils.data_check import _dataset_cfgs, named_loaders
+from ...utils.data_check import dataset_cfgs, named_loaders
 from .common import _REGEN_HINT
 from .writing import generate_toy_coco
 
@@ -244,7 +244,7 @@ def _toy_datasets(cfg, fields: Sequence[str]) -> Iterator[Tuple[str, dict]]:
     for loader_field in fields:
         named = named_loaders(cfg, loader_field)
         for field, loader in named:
-            for name, ds in _dataset_cfgs(
+            for name, ds in dataset_cfgs(
                 loader.get('dataset'), f'{field}.dataset'
             ):
                 kind = str(ds.get('type', '')).split('.')[-1]

@@ -5,10 +5,10 @@ iteration of a multi-task train loop."""
 import math
 from typing import List, Optional
 
+from mmdet.registry import HOOKS
 from mmengine.dist import get_world_size
 from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapperDict
-from mmengine.registry import HOOKS
 
 from mmvfm.engine.optimizers.mt_adamw import MTAdamW, MTAdamWOptimWrapper
 

@@ -11,7 +11,7 @@ FSDP1, which refuses the CPU; FSDP2 shards every parameter on dim 0 as a
         shard_pattern=r'backbone\\.layers\\.\\d+',  # one FSDP unit per block
         reshard_after_forward=True,
         mixed_precision=dict(param_dtype='bfloat16', reduce_dtype='float32'))
-    custom_hooks = [dict(type='FSDP2StateDictHook')]  # checkpoints
+    custom_hooks = [dict(type='FSDP2StateDictHook')]  # engine/hooks/
     launcher = 'pytorch'  # (tools/dist_train.sh passes --launcher pytorch)
 
 What the wrapper does:
@@ -59,7 +59,6 @@ untested).
 
 import contextlib
 import functools
-import inspect
 import logging
 import re
 import weakref
@@ -68,10 +67,9 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from mmengine.hooks import Hook
+from mmdet.registry import MMENGINE_MODEL_WRAPPERS, MODEL_WRAPPERS
 from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper
-from mmengine.registry import HOOKS, MODEL_WRAPPERS
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
@@ -427,6 +425,13 @@ class FSDP2Wrapper(nn.Module):
             _shard_optim_state(optimizer)
 
 
+# mmengine 0.10's ``Runner.wrap_model`` looks ``model_wrapper_cfg.type`` up
+# in mmengine's root registry without switching to the default scope, so a
+# wrapper only in mmdet's registry is not found by its name: the wrapper is
+# registered in both (the one mmvfm module that is)
+MMENGINE_MODEL_WRAPPERS.register_module(module=FSDP2Wrapper)
+
+
 def _initialised_before_sharding() -> None:
     print_log(
         'FSDP2Wrapper: the model was initialised before sharding; '
@@ -496,56 +501,3 @@ def _shard_optim_state(optimizer: torch.optim.Optimizer) -> None:
                 and value.shape == param.shape
             ):
                 state[key] = _shard_like(value, param)
-
-
-@HOOKS.register_module()
-class FSDP2StateDictHook(Hook):
-    """Makes the ``Runner``'s checkpoints work with :class:`FSDP2Wrapper`.
-
-    mmengine saves on rank 0 only (``Runner.save_checkpoint`` is
-    ``master_only``), but gathering the shards needs every rank. Before the
-    run this hook wraps ``runner.save_checkpoint`` (which every rank calls,
-    from ``CheckpointHook``, best checkpoints included) in
-    :meth:`FSDP2Wrapper.full_state`: all ranks gather the full model and
-    optimizer state, then rank 0 writes an ordinary mmengine checkpoint
-    (plain full tensors, the unwrapped model's keys, full optimizer state).
-    It also attaches the optimizer, so that a resumed full optimizer state
-    is sharded. Config: ``custom_hooks = [dict(type='FSDP2StateDictHook')]``.
-    """
-
-    priority = 'VERY_HIGH'
-
-    def before_run(self, runner) -> None:
-        model = runner.model
-        if not isinstance(model, FSDP2Wrapper):
-            print_log(
-                f'FSDP2StateDictHook: the model is a {type(model).__name__}, '
-                'not an FSDP2Wrapper; nothing to do',
-                logger='current',
-            )
-            return
-        model._state_hook_attached = True
-        if isinstance(runner.optim_wrapper, OptimWrapper) or hasattr(
-            runner.optim_wrapper, 'optim_wrappers'
-        ):
-            model.attach_optimizer(runner.optim_wrapper)
-        save = runner.save_checkpoint
-        signature = inspect.signature(save)
-
-        @functools.wraps(save)
-        def save_checkpoint(*args, **kwargs):
-            bound = signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            optim = (
-                runner.optim_wrapper
-                if bound.arguments.get('save_optimizer', True)
-                else None
-            )
-            if not isinstance(optim, OptimWrapper) and not hasattr(
-                optim, 'optim_wrappers'
-            ):
-                optim = None
-            with model.full_state(optim):
-                return save(*args, **kwargs)
-
-        runner.save_checkpoint = save_checkpoint

@@ -75,8 +75,8 @@ import math
 from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
+from mmdet.registry import OPTIM_WRAPPERS, OPTIMIZERS
 from mmengine.optim import OptimWrapper
-from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
 from torch.optim import Optimizer
 
 ParamsT = Union[Iterable[torch.Tensor], Iterable[dict]]

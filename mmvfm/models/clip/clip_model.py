@@ -34,18 +34,19 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmdet.registry import MODELS, TASK_UTILS
+from mmdet.registry import MODELS
 from mmengine.model import BaseModel
 from mmengine.structures import BaseDataElement
 from torch import Tensor
 
+from ..common import set_class_scores
 from ..language.captions import one_caption_each, sample_captions
-from ..utils import set_class_scores
+from ..language.lazy_tokenizer import LazyTokenizerMixin
 from .prompts import DEFAULT_TEMPLATES, check_templates, class_prompts
 
 
 @MODELS.register_module()
-class CLIP(BaseModel):
+class CLIP(LazyTokenizerMixin, BaseModel):
     """Args:
     image_encoder (dict): an image backbone config (e.g.
         ``mmpretrain.VisionTransformer``).
@@ -119,7 +120,6 @@ class CLIP(BaseModel):
                 f'text_encoder.max_length {self.text_encoder.max_length}'
             )
         self.tokenizer_cfg = tokenizer
-        self._tokenizer = None
 
         self.zero_shot = None
         if zero_shot is not None:
@@ -136,13 +136,6 @@ class CLIP(BaseModel):
         self._classifier: Optional[Tensor] = None
 
     # ---- the two towers ------------------------------------------------
-
-    @property
-    def tokenizer(self):
-        """The ``BPETokenizer``, read from its file at first use."""
-        if self._tokenizer is None:
-            self._tokenizer = TASK_UTILS.build(self.tokenizer_cfg)
-        return self._tokenizer
 
     def extract_image_feat(self, inputs: Tensor) -> Tensor:
         """Args:

@@ -20,6 +20,7 @@ from .decoding import (
     map_cache,
     reorder_cache,
 )
+from .lazy_tokenizer import LazyTokenizerMixin
 from .text_transformer import TextTransformer
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     'TextTransformer',
     'CaptionDecoderLayer',
     'CaptionHead',
+    'LazyTokenizerMixin',
     'beam_search',
     'expand_cache',
     'gnmt_length_penalty',

@@ -39,12 +39,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmdet.registry import MODELS, TASK_UTILS
+from mmdet.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor
 
 from .bpe_tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS
 from .decoding import beam_search, expand_cache, greedy_search
+from .lazy_tokenizer import LazyTokenizerMixin
 
 KV = Tuple[Tensor, Tensor]  # keys, values: (N, heads, tokens, head dims)
 MODES = ('greedy', 'beam')
@@ -151,7 +152,7 @@ class CaptionDecoderLayer(nn.Module):
 
 
 @MODELS.register_module()
-class CaptionHead(BaseModule):
+class CaptionHead(LazyTokenizerMixin, BaseModule):
     """Caption decoder over visual tokens (module docstring).
 
     Args:
@@ -212,7 +213,6 @@ class CaptionHead(BaseModule):
         self.max_length = max_length
         self.label_smoothing = label_smoothing
         self.tokenizer_cfg = self._tokenizer_cfg(tokenizer)
-        self._tokenizer = None
         self.decode_cfg = dict(
             mode='greedy',
             beam_size=3,
@@ -289,29 +289,6 @@ class CaptionHead(BaseModule):
         nn.init.normal_(self.pos_embed, std=0.01)
 
     # ------------------------------------------------------------------
-    @property
-    def tokenizer(self):
-        """The :class:`BPETokenizer`, built from ``tokenizer`` on first use.
-
-        Raises:
-            RuntimeError: the head has no tokenizer config.
-            FileNotFoundError / ValueError naming the file: the tokenizer
-                file is missing, or not an mmvfm tokenizer of
-                ``vocab_size`` tokens.
-        """
-        if self._tokenizer is None:
-            if self.tokenizer_cfg is None:
-                raise RuntimeError(
-                    'CaptionHead: no tokenizer config (tokenizer=dict('
-                    "type='BPETokenizer', file=..., vocab_size=...)) to "
-                    'encode / decode captions'
-                )
-            try:
-                self._tokenizer = TASK_UTILS.build(self.tokenizer_cfg)
-            except (FileNotFoundError, ValueError) as e:
-                raise type(e)(f'CaptionHead: {e}') from None
-        return self._tokenizer
-
     def encode(
         self, captions: Sequence[str], device=None
     ) -> Tuple[Tensor, Tensor]:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from mmdet.registry import MODELS
 from torch import Tensor
 
-from ..utils import all_gather_with_grad
+from ..common import all_gather_with_grad
 
 
 @MODELS.register_module()

@@ -220,7 +220,7 @@ class MultiTaskModel(BaseMultiTaskModel):
         checkpoint against its module's keys (mmengine loads those
         non-strictly and only logs a mismatch): a ValueError names the
         first missing / unexpected keys. ``lora_*`` keys may be missing."""
-        from ..utils import check_pretrained_keys, pretrained_inits
+        from ..common import check_pretrained_keys, pretrained_inits
 
         for name, module, cfg in pretrained_inits(self):
             check_pretrained_keys(

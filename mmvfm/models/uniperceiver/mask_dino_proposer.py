@@ -46,7 +46,7 @@ from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from ..utils.local_normalizer import rank_local_normalizers
+from ..common.local_normalizer import rank_local_normalizers
 
 Matches = List[Tuple[Tensor, Tensor]]
 

@@ -40,11 +40,12 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-from mmdet.registry import MODELS, TASK_UTILS
+from mmdet.registry import MODELS
 from mmengine.structures import BaseDataElement
 from torch import Tensor
 
 from ..language.bpe_tokenizer import PAD
+from ..language.lazy_tokenizer import LazyTokenizerMixin
 from ..multi_task.base import BaseMultiTaskModel
 from . import candidates
 from .global_tokens import GlobalTokens
@@ -57,7 +58,7 @@ __all__ = ['GlobalTokens', 'UniPerceiverV2']
 
 
 @MODELS.register_module()
-class UniPerceiverV2(BaseMultiTaskModel):
+class UniPerceiverV2(LazyTokenizerMixin, BaseMultiTaskModel):
     """Args:
     backbone (dict): the image backbone (its last output a map
         (N, C, h, w) or tokens (N, S, C)).
@@ -131,8 +132,16 @@ class UniPerceiverV2(BaseMultiTaskModel):
         self.loss_module = MODELS.build(
             dict(type='UnifiedMLELoss', **(loss or {}))
         )
-        self.tokenizer_cfg = copy.deepcopy(tokenizer)
-        self._tokenizer = None
+        self.tokenizer_cfg = copy.deepcopy(dict(tokenizer))
+        vocab = self.tokenizer_cfg.setdefault(
+            'vocab_size', self.text_encoder.vocab_size
+        )
+        if vocab != self.text_encoder.vocab_size:
+            # checked at build; the file's size is the tokenizer's check
+            raise ValueError(
+                f'UniPerceiverV2: tokenizer.vocab_size {vocab} differs from '
+                f'text_encoder.vocab_size {self.text_encoder.vocab_size}'
+            )
         self.proposer = None
         if proposer is not None:
             self.proposer = MODELS.build(proposer)
@@ -173,18 +182,6 @@ class UniPerceiverV2(BaseMultiTaskModel):
         """Where the model's tensors live (its temperature's device): every
         tensor the model makes (token ids, candidate indices) goes here."""
         return self.loss_module.logit_scale.device
-
-    @property
-    def tokenizer(self):
-        """The ``BPETokenizer``, read from its file at first use."""
-        if self._tokenizer is None:
-            self._tokenizer = TASK_UTILS.build(self.tokenizer_cfg)
-            if self._tokenizer.vocab_size != self.text_encoder.vocab_size:
-                raise ValueError(
-                    f'tokenizer vocab_size {self._tokenizer.vocab_size} != '
-                    f'text_encoder.vocab_size {self.text_encoder.vocab_size}'
-                )
-        return self._tokenizer
 
     # ----------------------------------------------------------- encoders
     def backbone_maps(self, inputs: Tensor) -> Tuple[Tensor, ...]:

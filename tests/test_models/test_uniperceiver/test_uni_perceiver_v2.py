@@ -3,6 +3,7 @@
 masks and attribute routing, each task's loss against its equation, the
 retrieval gather across 2 gloo ranks, generation, and the bad inputs."""
 
+import copy
 import math
 
 import pytest
@@ -464,3 +465,19 @@ def test_missing_captions_and_labels_are_named(tokenizer_file):
         model.loss(_images(2), _samples(CAPTIONS[:2], [5, 0]), 'cls')
     with pytest.raises(ValueError, match='needs the task'):
         model(_images(2), None, 'loss')
+
+
+def test_uniperceiver_vocab_checked_at_build(tmp_path):
+    # the file does not exist: the mismatch is found before it is read
+    cfg = _cfg(str(tmp_path / 'absent.json'))
+    model = MODELS.build(copy.deepcopy(cfg))
+    assert model.tokenizer_cfg['vocab_size'] == 300
+    del cfg['tokenizer']['vocab_size']
+    assert MODELS.build(copy.deepcopy(cfg)).tokenizer_cfg['vocab_size'] == 300
+    cfg['tokenizer']['vocab_size'] = 512
+    with pytest.raises(
+        ValueError,
+        match='tokenizer.vocab_size 512 differs from '
+        'text_encoder.vocab_size 300',
+    ):
+        MODELS.build(cfg)

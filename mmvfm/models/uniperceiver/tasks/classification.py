@@ -4,7 +4,7 @@
 import torch
 from torch import Tensor
 
-from ...utils import set_class_scores
+from ...common import set_class_scores
 from ..task_cfg import UNIPERCEIVER_TASKS, check_classes
 from .base import UniPerceiverTask
 

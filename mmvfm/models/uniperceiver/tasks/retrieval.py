@@ -6,8 +6,8 @@ import torch
 from mmengine.dist import get_dist_info
 from torch import Tensor
 
+from ...common import all_gather_with_grad
 from ...language.captions import one_caption_each, sample_captions
-from ...utils import all_gather_with_grad
 from ..task_cfg import UNIPERCEIVER_TASKS
 from .base import UniPerceiverTask
 

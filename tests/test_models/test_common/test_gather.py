@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from conftest import run_gloo_ranks
 
-from mmvfm.models.utils import all_gather_with_grad
+from mmvfm.models.common import all_gather_with_grad
 
 
 def _loss(q: torch.Tensor, k: torch.Tensor, offset: int) -> torch.Tensor:

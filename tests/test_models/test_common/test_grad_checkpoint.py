@@ -9,8 +9,8 @@ import pytest
 import torch
 from mmdet.registry import MODELS
 
+from mmvfm.models.common import enable_gradient_checkpointing
 from mmvfm.models.peft import apply_lora
-from mmvfm.models.utils import enable_gradient_checkpointing
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 VIT = dict(

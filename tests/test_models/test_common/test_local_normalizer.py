@@ -8,8 +8,8 @@ import importlib
 import torch
 from conftest import run_gloo_ranks
 
-from mmvfm.models.utils import rank_local_normalizers
-from mmvfm.models.utils.local_normalizer import _HEAD_MODULES
+from mmvfm.models.common import rank_local_normalizers
+from mmvfm.models.common.local_normalizer import _HEAD_MODULES
 
 
 def _mixed_step(rank: int, local: bool) -> list:
