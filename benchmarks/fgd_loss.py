@@ -31,7 +31,8 @@ from common import (  # noqa: E402
     setup_device,
 )
 
-from mmvfm.models.losses import FGDLoss, FGDLossReference  # noqa: E402
+from mmvfm.models.losses import FGDLoss  # noqa: E402
+from mmvfm.testing import FGDLossReference  # noqa: E402
 
 BATCH, IMG_H, IMG_W = 2, 800, 1216
 STRIDES = (8, 16, 32, 64, 128)

@@ -2,17 +2,17 @@
 # (paper: 38.4 -> 42.0 COCO mAP). Levels P2-P5 (fpn_convs 0-3; P6 is a
 # max-pool without conv). The teacher's heads differ from the student's, so
 # init_student stays off, as in the paper.
-_base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py'
+_base_ = [
+    'mmdet::faster_rcnn/faster-rcnn_r50_fpn_2x_coco.py',
+    './_base_/fgd_distiller.py',
+]
 custom_imports = dict(imports=['mmvfm'], allow_failed_imports=False)
 
 teacher = 'mmdet::dcn/cascade-mask-rcnn_x101-32x4d-dconv-c3-c5_fpn_1x_coco.py'
 teacher_ckpt = 'https://download.openmmlab.com/mmdetection/v2.0/dcn/cascade_mask_rcnn_x101_32x4d_fpn_dconv_c3-c5_1x_coco/cascade_mask_rcnn_x101_32x4d_fpn_dconv_c3-c5_1x_coco-e75f90c8.pth'  # noqa: E501
 levels = [0, 1, 2, 3]
 fgd_loss = dict(
-    type='FGDLoss',
-    student_channels=256,
-    teacher_channels=256,
-    temp=0.5,
+    _base_.fgd_loss,
     alpha_fgd=5e-5,
     beta_fgd=2.5e-5,
     gamma_fgd=5e-5,
@@ -42,6 +42,5 @@ optim_wrapper = dict(
     optimizer=dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=1e-4),
     clip_grad=dict(max_norm=35, norm_type=2),
 )
-find_unused_parameters = True
 train_dataloader = dict(batch_size=2, num_workers=2)
 auto_scale_lr = dict(enable=False, base_batch_size=16)

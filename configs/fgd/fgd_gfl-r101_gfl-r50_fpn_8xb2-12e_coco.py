@@ -1,21 +1,16 @@
 # FGD: GFL R50 student <- GFL R101 teacher (paper: 40.2 -> 43.5 COCO mAP).
 # 1x schedule, as the reference.
-_base_ = 'mmdet::gfl/gfl_r50_fpn_1x_coco.py'
+_base_ = [
+    'mmdet::gfl/gfl_r50_fpn_1x_coco.py',
+    './_base_/fgd_distiller.py',
+]
 custom_imports = dict(imports=['mmvfm'], allow_failed_imports=False)
 
 teacher = 'mmdet::gfl/gfl_r101_fpn_ms-2x_coco.py'
 teacher_ckpt = 'https://download.openmmlab.com/mmdetection/v2.0/gfl/gfl_r101_fpn_mstrain_2x_coco/gfl_r101_fpn_mstrain_2x_coco_20200629_200126-dd12f847.pth'  # noqa: E501
 levels = [0, 1, 2, 3, 4]
-fgd_loss = dict(
-    type='FGDLoss',
-    student_channels=256,
-    teacher_channels=256,
-    temp=0.5,
-    alpha_fgd=1e-3,
-    beta_fgd=5e-4,
-    gamma_fgd=5e-4,
-    lambda_fgd=5e-6,
-)
+# the shared FGDLoss (T 0.5, 1e-3 / 5e-4 / 5e-4 / 5e-6), as the paper
+fgd_loss = dict(_base_.fgd_loss)
 
 model = dict(
     _delete_=True,
@@ -39,6 +34,5 @@ optim_wrapper = dict(
     constructor='TrainableOptimWrapperConstructor',
     clip_grad=dict(max_norm=35, norm_type=2),
 )
-find_unused_parameters = True
 train_dataloader = dict(batch_size=2, num_workers=2)
 auto_scale_lr = dict(enable=False, base_batch_size=16)

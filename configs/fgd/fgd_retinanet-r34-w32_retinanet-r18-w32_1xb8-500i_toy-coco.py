@@ -3,7 +3,10 @@
 # iterations). Same FPN/head widths, so init_student copies neck and head,
 # as the paper's RetinaNet recipe does. Train the teacher first:
 #   python tools/train.py configs/toy/retinanet_r34-w32_fpn_gn-head_1xb8-1500i_toy-coco.py
-_base_ = '../toy/retinanet_r18-w32_fpn_gn-head_1xb8-500i_toy-coco.py'
+_base_ = [
+    '../toy/retinanet_r18-w32_fpn_gn-head_1xb8-500i_toy-coco.py',
+    './_base_/fgd_distiller.py',
+]
 
 teacher = '{{ fileDirname }}/../toy/retinanet_r34-w32_fpn_gn-head_1xb8-1500i_toy-coco.py'  # noqa: E501
 teacher_ckpt = (
@@ -15,14 +18,9 @@ levels = [0, 1, 2, 3, 4]
 # 1/area weights), yet they distilled better than magnitude-sized weights
 # (x0.04) on every seed; see README.md ("Sizing FGD's weights").
 fgd_loss = dict(
-    type='FGDLoss',
+    _base_.fgd_loss,
     student_channels=64,
     teacher_channels=64,
-    temp=0.5,
-    alpha_fgd=1e-3,
-    beta_fgd=5e-4,
-    gamma_fgd=5e-4,
-    lambda_fgd=5e-6,
 )
 
 model = dict(
@@ -44,4 +42,3 @@ model = dict(
 )
 
 optim_wrapper = dict(constructor='TrainableOptimWrapperConstructor')
-find_unused_parameters = True

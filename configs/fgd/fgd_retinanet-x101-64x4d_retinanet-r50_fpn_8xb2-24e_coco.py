@@ -1,22 +1,17 @@
 # FGD: RetinaNet R50 student <- RetinaNet X101-64x4d teacher (paper: 37.4 ->
 # 40.7 COCO mAP). 8 GPUs x 2 images, 2x schedule, SGD lr 0.01, grad clip 35.
 # Override the teacher weights with --cfg-options model.teacher_ckpt=PATH.
-_base_ = 'mmdet::retinanet/retinanet_r50_fpn_2x_coco.py'
+_base_ = [
+    'mmdet::retinanet/retinanet_r50_fpn_2x_coco.py',
+    './_base_/fgd_distiller.py',
+]
 custom_imports = dict(imports=['mmvfm'], allow_failed_imports=False)
 
 teacher = 'mmdet::retinanet/retinanet_x101-64x4d_fpn_1x_coco.py'
 teacher_ckpt = 'https://download.openmmlab.com/mmdetection/v2.0/retinanet/retinanet_x101_64x4d_fpn_1x_coco/retinanet_x101_64x4d_fpn_1x_coco_20200130-366f5af1.pth'  # noqa: E501
 levels = [0, 1, 2, 3, 4]
-fgd_loss = dict(
-    type='FGDLoss',
-    student_channels=256,
-    teacher_channels=256,
-    temp=0.5,
-    alpha_fgd=1e-3,
-    beta_fgd=5e-4,
-    gamma_fgd=5e-4,
-    lambda_fgd=5e-6,
-)
+# the shared FGDLoss (T 0.5, 1e-3 / 5e-4 / 5e-4 / 5e-6), as the paper
+fgd_loss = dict(_base_.fgd_loss)
 
 model = dict(
     _delete_=True,
@@ -41,6 +36,5 @@ optim_wrapper = dict(
     optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4),
     clip_grad=dict(max_norm=35, norm_type=2),
 )
-find_unused_parameters = True
 train_dataloader = dict(batch_size=2, num_workers=2)
 auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -1,6 +1,14 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
 """Reusable ops; they import nothing from mmvfm's models."""
 
+from .fgd_reductions import (
+    FGDMapStatsFunction,
+    FGDPairStatsFunction,
+    fgd_map_stats,
+    fgd_map_stats_pytorch,
+    fgd_pair_stats,
+    fgd_pair_stats_pytorch,
+)
 from .ms_deform_attn import (
     MSDeformAttnFunction,
     ext_available,
@@ -15,6 +23,12 @@ from .similar_attention import (
 )
 
 __all__ = [
+    'FGDMapStatsFunction',
+    'FGDPairStatsFunction',
+    'fgd_map_stats',
+    'fgd_map_stats_pytorch',
+    'fgd_pair_stats',
+    'fgd_pair_stats_pytorch',
     'MSDeformAttnFunction',
     'ext_available',
     'load_ext_jit',

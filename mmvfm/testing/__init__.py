@@ -1,4 +1,5 @@
 # Copyright (c) mmvfm contributors. All rights reserved.
+from .fgd_reference import FGDLossReference
 from .smoke_run import (
     SPATIAL_KEYS,
     bad_losses,
@@ -9,6 +10,7 @@ from .smoke_run import (
 )
 
 __all__ = [
+    'FGDLossReference',
     'SPATIAL_KEYS',
     'bad_losses',
     'iter_leaf_datasets',

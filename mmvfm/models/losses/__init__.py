@@ -3,6 +3,6 @@
 
 from .contrastive_loss import ContrastiveLoss
 from .fgd_loss import FGDLoss
-from .fgd_reference import FGDLossReference
 
-__all__ = ['ContrastiveLoss', 'FGDLoss', 'FGDLossReference']
+# FGDLossReference (the test oracle) moved to mmvfm.testing
+__all__ = ['ContrastiveLoss', 'FGDLoss']

@@ -52,23 +52,12 @@ paper's weights make the FGD loss ~25x the detection loss and x 0.04 makes
 it ~1x, yet a 3-seed sweep of the factor (0.01 / 0.04 / 0.1 / 1) found
 the gain growing with it, the paper's weights best: sweep the factor.
 
-Mask conventions (those of the reference code):
+Masks: :func:`~mmvfm.models.losses.fgd_masks.fgd_masks` (the box-mask
+geometry and its conventions, those of the reference code, are described
+there); :meth:`FGDLoss.get_masks` calls it with the loss's ``box_scale``.
 
-- boxes are xyxy in input pixels, scaled to the map by ``W / size_w`` and
-  ``H / size_h``, where ``size`` is ``batch_input_shape`` (the padded
-  batch, ``box_scale='pad'``, default) or ``img_shape``
-  (``box_scale='img_shape'``, as the reference code);
-- ``x1, y1`` are floored and ``x2, y2`` ceiled; the box covers the
-  inclusive rows ``y1..y2`` and columns ``x1..x2`` (clipped at the map
-  edge, as slicing clips) with the weight ``1 / ((y2 + 1 - y1) *
-  (x2 + 1 - x1))`` of the *unclipped* integer range, so a box whose ceiled
-  ``x2`` equals W still counts ``W + 1 - x1`` columns;
-- where boxes overlap the largest weight, i.e. the smallest box, wins;
-- ``M_bg`` is 1 where ``M_fg`` is 0, divided by the count of such pixels
-  (all zeros if there are none); an image without boxes has ``M_fg = 0``
-  and ``M_bg = 1 / (H * W)``.
-
-Departures from the reference code (each marked ``# NOTE`` below):
+Departures from the reference code (each marked ``# NOTE`` in the code,
+the box ones in :mod:`~mmvfm.models.losses.fgd_masks`):
 
 - boxes are scaled by ``batch_input_shape`` by default: the maps cover the
   padded batch, so scaling by ``img_shape`` (the reference) misplaces the
@@ -81,8 +70,7 @@ Departures from the reference code (each marked ``# NOTE`` below):
   that the sums over whole maps stay finite and accurate.
 
 The computation is rearranged for speed, with the reference's values
-(:class:`~mmvfm.models.losses.FGDLossReference` is the oracle of the
-tests):
+(:class:`mmvfm.testing.FGDLossReference` is the oracle of the tests):
 
 - the masks are built for all boxes of the batch at once, by interval
   tests of rows and columns and a max over the boxes;
@@ -93,17 +81,23 @@ tests):
   the two ``channel_add_conv`` outputs, so
   ``L_rela = sum_{n,c} (sum_hw diff^2 + 2 delta sum_hw diff +
   H W delta^2) / N``, without ``out_s`` or ``out_t``;
-- every reduction over a full map is done by two custom autograd
-  functions that take the channels a cache-sized chunk at a time and write
-  each map's gradient straight into one tensor: ``_MapStats`` (``sum |F|``
-  over channels and over pixels, the ``conv_mask`` logits) and
-  ``_PairStats`` (``P``, ``sum_hw diff``, ``sum_hw diff^2`` and the
-  GcBlock contexts). ``diff`` is never stored: backward recomputes it
-  chunk by chunk. Everything else works on (N, C) or (N, H * W) tensors
-  with plain autograd. The submodules are kept (checkpoint keys) but
-  their weights are used functionally.
+- every reduction over a full map is done by the two chunked autograd ops
+  of :mod:`mmvfm.ops.fgd_reductions`, which take the channels a
+  cache-sized chunk at a time and write each map's gradient straight into
+  one tensor: :func:`~mmvfm.ops.fgd_map_stats` (``sum |F|`` over channels
+  and over pixels, the ``conv_mask`` logits) and
+  :func:`~mmvfm.ops.fgd_pair_stats` (``P``, ``sum_hw diff``,
+  ``sum_hw diff^2`` and the GcBlock contexts). ``diff`` is never stored:
+  backward recomputes it chunk by chunk. Everything else works on (N, C)
+  or (N, H * W) tensors with plain autograd. The submodules are kept
+  (checkpoint keys) but their weights are used functionally;
+- both attentions come from those sums through one function,
+  :func:`fgd_attention` (``mean_c |F| / temp`` is computed as
+  ``sum_c |F| / (C * temp)``), used by the forward and by
+  :meth:`FGDLoss.get_attention` alike.
 """
 
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -112,174 +106,43 @@ import torch.nn.functional as F
 from mmdet.registry import MODELS
 from mmengine.model import constant_init, kaiming_init
 from torch import Tensor
-from torch.autograd.function import once_differentiable
-from torch.nn.utils.rnn import pad_sequence
 
-# which meta entry the boxes are scaled by, per ``box_scale``
-_BOX_SCALE_KEYS = {'pad': 'batch_input_shape', 'img_shape': 'img_shape'}
-# the mask builder handles this many (image, box, pixel) cells at a time
-_MASK_CHUNK = 1 << 22
+from mmvfm.ops import fgd_map_stats, fgd_pair_stats
+
+from .fgd_masks import BOX_SCALE_KEYS, fgd_masks
+
 # the map reductions take channels in chunks of about this many elements
+# (read at each call: tests set it to 1 to take one channel at a time)
 _MAP_CHUNK = 1 << 19
 
 
-def _box_tensor(boxes: Union[Tensor, object]) -> Tensor:
-    """The (n, 4) tensor of a tensor or of an mmdet ``BaseBoxes``."""
-    boxes = boxes.tensor if hasattr(boxes, 'tensor') else boxes
-    if not isinstance(boxes, Tensor):
-        boxes = torch.as_tensor(boxes)
-    if boxes.numel() == 0:
-        return boxes.new_zeros((0, 4))
-    if boxes.dim() != 2 or boxes.shape[-1] != 4:
-        raise ValueError(
-            f'gt_bboxes: each entry must be (n, 4) xyxy boxes, got shape '
-            f'{tuple(boxes.shape)}'
-        )
-    return boxes
+def _map_step(N: int, L: int) -> int:
+    """Channels per chunk of the map reductions for N maps of L pixels."""
+    return max(1, _MAP_CHUNK // (N * L))
 
 
-def _meta_hw(meta: dict, key: str, index: int) -> Tuple[float, float]:
-    """``meta[key][:2]`` as (h, w); KeyError naming the key."""
-    if key not in meta:
-        raise KeyError(
-            f'batch_img_metas[{index}] has no {key!r} (FGDLoss needs '
-            f"'img_shape' and, for box_scale='pad', 'batch_input_shape')"
-        )
-    h, w = meta[key][:2]
-    return float(h), float(w)
+def fgd_attention(
+    sum_c: Tensor, sum_l: Tensor, temp: float
+) -> Tuple[Tensor, Tensor]:
+    """FGD's spatial and channel attention from the sums of ``|F|``.
 
+    ``S = L * softmax_l(mean_c |F| / temp)`` and
+    ``C = C * softmax_c(mean_l |F| / temp)``, with the means computed as
+    ``sum / (count * temp)`` (the form :class:`FGDLoss` has always used;
+    ``mean / temp`` differs from it by rounding only).
 
-def _rowdot(x: Tensor, v: Tensor) -> Tensor:
-    """``sum_l x[n, c, l] * v[n, l]``: x (N, C, L), v (N, L) -> (N, C).
+    Args:
+        sum_c (Tensor): ``sum_c |F|``, (N, L) with ``L = H * W``.
+        sum_l (Tensor): ``sum_l |F|``, (N, C).
+        temp (float): The temperature.
 
-    One matrix-vector product per image: much faster on CPU than ``bmm``
-    with a (N, L, 1) operand.
+    Returns:
+        tuple[Tensor, Tensor]: ``S`` (N, L) and ``C`` (N, C).
     """
-    return torch.stack([torch.mv(x[n], v[n]) for n in range(x.shape[0])])
-
-
-def _chunks(C: int, step: int):
-    """Channel slices of at most ``step`` channels covering ``range(C)``."""
-    return [slice(c0, min(c0 + step, C)) for c0 in range(0, C, step)]
-
-
-class _MapStats(torch.autograd.Function):
-    """Reductions of one map, in a chunked pass.
-
-    Forward, from a map x (N, C, L) and its ``conv_mask`` weight w (C,):
-    ``sum_c |x|`` (N, L), ``sum_l |x|`` (N, C) and the context logits
-    ``sum_c w * x`` (N, L). The absolute values are taken ``step``
-    channels at a time, so that every temporary is a small, cache-sized
-    chunk; no full-size tensor is made. Backward writes the gradient of x,
-    ``sign(x) * (g_c[n, l] + g_l[n, c]) + w[c] * g_w[n, l]``, straight
-    into one new tensor, chunk by chunk.
-    """
-
-    @staticmethod
-    def forward(ctx, x, w, step):
-        N, C, L = x.shape
-        sum_c = x.new_zeros(N, L)
-        sum_l = x.new_empty(N, C)
-        for sl in _chunks(C, step):
-            a = x[:, sl].abs()
-            sum_c += a.sum(dim=1)
-            sum_l[:, sl] = a.sum(dim=2)
-        logit = torch.bmm(w.view(1, 1, C).expand(N, 1, C), x).squeeze(1)
-        ctx.save_for_backward(x, w)
-        ctx.step = step
-        return sum_c, sum_l, logit
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g_c, g_l, g_w):
-        x, w = ctx.saved_tensors
-        g_x = g_wt = None
-        if ctx.needs_input_grad[0]:
-            g_x = torch.empty_like(x)
-            for sl in _chunks(x.shape[1], ctx.step):
-                sgn = x[:, sl].sign()
-                g_k = g_x[:, sl]
-                torch.mul(sgn, g_c[:, None, :], out=g_k)
-                g_k.addcmul_(sgn, g_l[:, sl, None])
-                g_k.addcmul_(w[None, sl, None], g_w[:, None, :])
-        if ctx.needs_input_grad[1]:
-            g_wt = _rowdot(x, g_w).sum(dim=0)
-        return g_x, g_wt, None
-
-
-class _PairStats(torch.autograd.Function):
-    """Reductions of ``diff = fs - ft`` and the GcBlock contexts, one
-    chunked pass.
-
-    Forward, from fs, ft (N, C, L), the teacher's channel attention c
-    (N, C) and the context weights p_s, p_t (N, L):
-    ``P = sum_c c * diff^2`` (N, L), ``r1 = sum_l diff`` and
-    ``r2 = sum_l diff^2`` (N, C), ``ctx_s = sum_l fs * p_s`` and
-    ``ctx_t = sum_l ft * p_t`` (N, C). Only fs and ft are saved; ``diff``
-    is recomputed chunk by chunk in backward, where the gradient of fs,
-    ``2 * diff * (c[n, c] * gP[n, l] + g_r2[n, c]) + g_r1[n, c] +
-    g_cs[n, c] * p_s[n, l]``, is written into one new tensor (and that of
-    ft likewise).
-    """
-
-    @staticmethod
-    def forward(ctx, fs, ft, c, p_s, p_t, step):
-        N, C, L = fs.shape
-        P = fs.new_zeros(N, L)
-        r1, r2 = fs.new_empty(N, C), fs.new_empty(N, C)
-        for sl in _chunks(C, step):
-            d = fs[:, sl] - ft[:, sl]
-            r1[:, sl] = d.sum(dim=2)
-            d.square_()
-            r2[:, sl] = d.sum(dim=2)
-            P += torch.bmm(c[:, None, sl], d).squeeze(1)
-        ctx_s = _rowdot(fs, p_s)
-        ctx_t = _rowdot(ft, p_t)
-        ctx.save_for_backward(fs, ft, c, p_s, p_t)
-        ctx.step = step
-        return P, r1, r2, ctx_s, ctx_t
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g_P, g_r1, g_r2, g_cs, g_ct):
-        fs, ft, c, p_s, p_t = ctx.saved_tensors
-        need = ctx.needs_input_grad
-        g_fs = torch.empty_like(fs) if need[0] else None
-        g_ft = torch.empty_like(ft) if need[1] else None
-        g_c = torch.empty_like(c) if need[2] else None
-        if need[0] or need[1] or need[2]:
-            c2, g_r2_2 = 2 * c, 2 * g_r2
-            for sl in _chunks(fs.shape[1], ctx.step):
-                d = fs[:, sl] - ft[:, sl]
-                if need[0] or need[1]:
-                    # grad of diff: 2 * diff * (c * g_P + g_r2) + g_r1
-                    g_d = torch.baddbmm(
-                        g_r2_2[:, sl, None], c2[:, sl, None], g_P[:, None, :]
-                    )
-                    g_d.mul_(d).add_(g_r1[:, sl, None])
-                    if need[0]:
-                        torch.addcmul(
-                            g_d,
-                            g_cs[:, sl, None],
-                            p_s[:, None, :],
-                            out=g_fs[:, sl],
-                        )
-                    if need[1]:
-                        g_tk = g_ft[:, sl]
-                        torch.addcmul(
-                            g_d,
-                            g_ct[:, sl, None],
-                            p_t[:, None, :],
-                            value=-1,
-                            out=g_tk,
-                        )
-                        g_tk.neg_()
-                if need[2]:
-                    d.square_()
-                    g_c[:, sl] = _rowdot(d, g_P)
-        g_ps = torch.bmm(g_cs.unsqueeze(1), fs).squeeze(1) if need[3] else None
-        g_pt = torch.bmm(g_ct.unsqueeze(1), ft).squeeze(1) if need[4] else None
-        return g_fs, g_ft, g_c, g_ps, g_pt, None
+    L, C = sum_c.shape[1], sum_l.shape[1]
+    spatial = torch.softmax(sum_c / (C * temp), dim=1) * L
+    channel = torch.softmax(sum_l / (L * temp), dim=1) * C
+    return spatial, channel
 
 
 @MODELS.register_module()
@@ -297,8 +160,10 @@ class FGDLoss(nn.Module):
         box_scale (str): Scale boxes to the map by ``'pad'``
             (``batch_input_shape``, default) or ``'img_shape'`` (the
             reference code).
-        name (str, optional): Accepted and ignored (reference configs pass
-            it).
+        name (str, optional): Deprecated and ignored: the distiller keys
+            each loss by its name in ``distill_losses`` (e.g.
+            ``'loss_fgd_fpn_0'``). The reference configs (mmrazor style)
+            pass it; a DeprecationWarning says so.
     """
 
     def __init__(
@@ -332,10 +197,18 @@ class FGDLoss(nn.Module):
         ):
             if not value >= 0:
                 raise ValueError(f'{arg} must be >= 0, got {value!r}')
-        if box_scale not in _BOX_SCALE_KEYS:
+        if box_scale not in BOX_SCALE_KEYS:
             raise ValueError(
-                f'box_scale must be one of {sorted(_BOX_SCALE_KEYS)}, got '
+                f'box_scale must be one of {sorted(BOX_SCALE_KEYS)}, got '
                 f'{box_scale!r}'
+            )
+        if name is not None:
+            warnings.warn(
+                f'{type(self).__name__}(name={name!r}): `name` is '
+                'deprecated and ignored; the distiller names each loss by '
+                'its key in `distill_losses`. Drop it from the config.',
+                DeprecationWarning,
+                stacklevel=2,
             )
         self.student_channels = student_channels
         self.teacher_channels = teacher_channels
@@ -377,7 +250,8 @@ class FGDLoss(nn.Module):
 
     # ------------------------------------------------------------------
     def get_attention(self, preds: Tensor) -> Tuple[Tensor, Tensor]:
-        """Spatial and channel attention of a map.
+        """Spatial and channel attention of a map, as the forward computes
+        them (:func:`fgd_attention` of :func:`~mmvfm.ops.fgd_map_stats`).
 
         Args:
             preds (Tensor): A map, shape (N, C, H, W).
@@ -386,17 +260,11 @@ class FGDLoss(nn.Module):
             tuple[Tensor, Tensor]: ``S`` (N, H, W) and ``C`` (N, C).
         """
         N, C, H, W = preds.shape
-        S, Ca = self._attention(preds.reshape(N, C, H * W))
+        x = preds.reshape(N, C, H * W)
+        # the logits (third output) are not needed: a zero weight
+        sum_c, sum_l, _ = fgd_map_stats(x, x.new_zeros(C), _map_step(N, H * W))
+        S, Ca = fgd_attention(sum_c, sum_l, self.temp)
         return S.view(N, H, W), Ca
-
-    def _attention(self, x: Tensor) -> Tuple[Tensor, Tensor]:
-        """``S`` (N, L) and ``C`` (N, C) of a flat map x (N, C, L), from
-        one ``|x|``."""
-        _, C, L = x.shape
-        value = x.abs()
-        spatial = torch.softmax(value.mean(dim=1) / self.temp, dim=1) * L
-        channel = torch.softmax(value.mean(dim=2) / self.temp, dim=1) * C
-        return spatial, channel
 
     def get_masks(
         self,
@@ -406,12 +274,9 @@ class FGDLoss(nn.Module):
         dtype: torch.dtype = torch.float32,
         device: Optional[Union[str, torch.device]] = None,
     ) -> Tuple[Tensor, Tensor]:
-        """Foreground and background masks of a batch on a (H, W) map.
-
-        All boxes of the batch are padded to (N, n_max, 4) and tested at
-        once: a pixel is in a box if its row and column fall in the box's
-        inclusive integer ranges; ``M_fg`` is the largest weight of the
-        boxes covering it.
+        """Foreground and background masks of a batch on a (H, W) map:
+        :func:`~mmvfm.models.losses.fgd_masks.fgd_masks` with this loss's
+        ``box_scale``.
 
         Args:
             gt_bboxes (Sequence[Tensor]): N tensors (n_i, 4) (or mmdet
@@ -428,95 +293,14 @@ class FGDLoss(nn.Module):
         Returns:
             tuple[Tensor, Tensor]: ``M_fg`` and ``M_bg``, each (N, H, W).
         """
-        H, W = int(feat_shape[-2]), int(feat_shape[-1])
-        N = len(gt_bboxes)
-        if len(batch_img_metas) != N:
-            raise ValueError(
-                f'len(batch_img_metas)={len(batch_img_metas)} != '
-                f'len(gt_bboxes)={N}'
-            )
-        boxes = [_box_tensor(b) for b in gt_bboxes]
-        if device is None:
-            device = boxes[0].device if boxes else torch.device('cpu')
-        # the reference scales in the boxes' dtype (float32 in practice)
-        coord_dtype = (
-            torch.float64
-            if any(b.dtype == torch.float64 for b in boxes)
-            else torch.float32
+        return fgd_masks(
+            gt_bboxes,
+            batch_img_metas,
+            feat_shape,
+            box_scale=self.box_scale,
+            dtype=dtype,
+            device=device,
         )
-        boxes = [b.to(device=device, dtype=coord_dtype) for b in boxes]
-        fg = torch.zeros(N, H, W, dtype=dtype, device=device)
-        n_max = max((b.shape[0] for b in boxes), default=0)
-        if n_max > 0:
-            fg = self._fill_fg(fg, boxes, batch_img_metas, coord_dtype)
-        bg = (fg <= 0).to(dtype)
-        # no background pixel: the mask stays all zero
-        bg = bg / bg.sum(dim=(1, 2), keepdim=True).clamp(min=1)
-        return fg, bg
-
-    def _fill_fg(
-        self,
-        fg: Tensor,
-        boxes: List[Tensor],
-        batch_img_metas: List[dict],
-        coord_dtype: torch.dtype,
-    ) -> Tensor:
-        """``M_fg`` (N, H, W) of the boxes (N tensors (n_i, 4))."""
-        N, H, W = fg.shape
-        device = fg.device
-        lengths = torch.tensor([b.shape[0] for b in boxes], device=device)
-        padded = pad_sequence(boxes, batch_first=True)  # (N, n_max, 4)
-        n_max = padded.shape[1]
-        valid = torch.arange(n_max, device=device) < lengths[:, None]
-        # NOTE: all-zero rows are padding (e.g. of a fixed-size box tensor)
-        # and are dropped; the reference makes each a foreground pixel
-        # (0, 0) of weight 1.
-        valid &= padded.ne(0).any(dim=-1)
-
-        key = _BOX_SCALE_KEYS[self.box_scale]
-        img_hw = torch.tensor(
-            [
-                _meta_hw(m, 'img_shape', i)
-                for i, m in enumerate(batch_img_metas)
-            ],
-            dtype=coord_dtype,
-            device=device,
-        )[:, None, :]  # (N, 1, 2)
-        # NOTE: box_scale='pad' (default) scales by the padded batch shape,
-        # which the maps cover; the reference scales by img_shape.
-        ref_hw = torch.tensor(
-            [_meta_hw(m, key, i) for i, m in enumerate(batch_img_metas)],
-            dtype=coord_dtype,
-            device=device,
-        )[:, None, :]
-        # NOTE: clip to the image (a no-op for valid boxes; the reference
-        # does not clip, and negative coordinates would wrap its slices).
-        xs = torch.minimum(padded[..., 0::2].clamp(min=0), img_hw[..., 1:])
-        ys = torch.minimum(padded[..., 1::2].clamp(min=0), img_hw[..., :1])
-        # same operation order as the reference: x / size * W
-        xs = xs / ref_hw[..., 1:] * W
-        ys = ys / ref_hw[..., :1] * H
-        x1, x2 = xs[..., 0].floor(), xs[..., 1].ceil()
-        y1, y2 = ys[..., 0].floor(), ys[..., 1].ceil()
-        # an empty range covers nothing (its weight may be inf or < 0)
-        valid &= (x2 >= x1) & (y2 >= y1)
-        area = 1.0 / (y2 + 1 - y1) / (x2 + 1 - x1)
-        area = torch.where(valid, area, torch.zeros_like(area)).to(fg.dtype)
-
-        cols = torch.arange(W, device=device, dtype=coord_dtype)
-        rows = torch.arange(H, device=device, dtype=coord_dtype)
-        in_x = (cols >= x1[..., None]) & (cols <= x2[..., None])
-        in_y = (rows >= y1[..., None]) & (rows <= y2[..., None])
-        weight_x = torch.where(in_x, area[..., None], area.new_zeros(()))
-        in_y = in_y.to(fg.dtype)
-        step = max(1, _MASK_CHUNK // max(1, N * H * W))
-        for start in range(0, n_max, step):  # chunks bound the memory
-            stop = start + step
-            cover = (
-                in_y[:, start:stop, :, None] * weight_x[:, start:stop, None]
-            )
-            fg = torch.maximum(fg, cover.amax(dim=1))
-        return fg
 
     # ------------------------------------------------------------------
     def _check_inputs(
@@ -666,23 +450,22 @@ class FGDLoss(nn.Module):
         L = H * W
         fs = preds_S.reshape(N, C, L)
         ft = preds_T.reshape(N, C, L)
-        step = max(1, _MAP_CHUNK // (N * L))
+        step = _map_step(N, L)
 
         w_s, b_s = self._mask_params(self.conv_mask_s, dt)
         w_t, b_t = self._mask_params(self.conv_mask_t, dt)
-        abs_s_c, abs_s_l, logit_s = _MapStats.apply(fs, w_s, step)
-        abs_t_c, abs_t_l, logit_t = _MapStats.apply(ft, w_t, step)
+        # [N, C, L] -> sum_c |F| [N, L], sum_l |F| [N, C], logits [N, L]
+        abs_s_c, abs_s_l, logit_s = fgd_map_stats(fs, w_s, step)
+        abs_t_c, abs_t_l, logit_t = fgd_map_stats(ft, w_t, step)
         if not ft.requires_grad:
             # they depend on ft alone: no gradient to compute through them
             abs_t_c, abs_t_l = abs_t_c.detach(), abs_t_l.detach()
-        S_s = torch.softmax(abs_s_c / (C * self.temp), dim=1) * L
-        C_s = torch.softmax(abs_s_l / (L * self.temp), dim=1) * C
-        S_t = torch.softmax(abs_t_c / (C * self.temp), dim=1) * L
-        C_t = torch.softmax(abs_t_l / (L * self.temp), dim=1) * C
+        S_s, C_s = fgd_attention(abs_s_c, abs_s_l, self.temp)
+        S_t, C_t = fgd_attention(abs_t_c, abs_t_l, self.temp)
         p_s = torch.softmax(logit_s + b_s, dim=1)
         p_t = torch.softmax(logit_t + b_t, dim=1)
         # P[n, l] = sum_c C_t * diff^2, r1/r2 = sum_l diff / diff^2
-        P, r1, r2, ctx_s, ctx_t = _PairStats.apply(fs, ft, C_t, p_s, p_t, step)
+        P, r1, r2, ctx_s, ctx_t = fgd_pair_stats(fs, ft, C_t, p_s, p_t, step)
 
         fg, bg = self.get_masks(
             gt_bboxes, batch_img_metas, (H, W), dtype=dt, device=fs.device

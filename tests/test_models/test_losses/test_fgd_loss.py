@@ -11,7 +11,8 @@ from mmdet.registry import MODELS
 from mmdet.structures.bbox import HorizontalBoxes
 
 import mmvfm.models.losses.fgd_loss as fgd_module
-from mmvfm.models.losses import FGDLoss, FGDLossReference
+from mmvfm.models.losses import FGDLoss
+from mmvfm.testing import FGDLossReference
 
 TERMS = ('fg', 'bg', 'at', 'rela')
 

@@ -18,8 +18,11 @@ step, rewritten here:
   ``channel_add_conv_*`` as the ``nn.Sequential`` and materialises both
   ``out_s`` and ``out_t``.
 
-It is slow on purpose and is not registered; use
-:class:`~mmvfm.models.losses.FGDLoss` for training.
+It is slow on purpose, is not registered and lives in
+:mod:`mmvfm.testing` (not in the models' public API); use
+:class:`~mmvfm.models.losses.FGDLoss` for training. The tests
+(tests/test_models/test_losses/test_fgd_loss.py) and the benchmark
+(benchmarks/fgd_loss.py) compare :class:`FGDLoss` with it.
 
 Two switches make it comparable with :class:`FGDLoss`:
 
@@ -41,7 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .fgd_loss import FGDLoss
+from mmvfm.models.losses import FGDLoss
 
 
 class FGDLossReference(FGDLoss):
@@ -59,7 +62,8 @@ class FGDLossReference(FGDLoss):
             ``'pad'``; see :class:`FGDLoss`.
         drop_zero_rows (bool): Drop all-zero box rows as :class:`FGDLoss`
             does. Defaults to False (reference behaviour).
-        name (str, optional): Accepted and ignored.
+        name (str, optional): Deprecated and ignored, as in
+            :class:`FGDLoss`.
     """
 
     def __init__(
