@@ -93,8 +93,13 @@ def _init_values(seed: int = 1) -> Dict[str, np.ndarray]:
     return {n: rng.normal(size=s) for n, s in SHAPES.items()}
 
 
-def _numpy_mt_adamw(values, steps, bias_correction, eps=1e-8):
-    """The module's equations in float64 NumPy, written independently."""
+def _numpy_mt_adamw(
+    values, steps, bias_correction, eps=1e-8, untouched='skip'
+):
+    """The module's equations in float64 NumPy, written independently.
+    ``untouched='decay'``: a parameter with moments but no gradient in a
+    step keeps its value; its moments decay as for g = 0 and its count
+    advances."""
     values = {n: v.copy() for n, v in values.items()}
     hyper = {n: (lr, wd, b) for names, lr, wd, b in GROUPS for n in names}
     total = sum(RATIOS.values())
@@ -103,6 +108,12 @@ def _numpy_mt_adamw(values, steps, bias_correction, eps=1e-8):
         s = RATIOS[task] / total
         omega = WEIGHTS.get(task, 1.0)
         norm = np.sqrt(sum(float(np.sum(g * g)) for g in grads.values()))
+        if untouched == 'decay':
+            for name in [n for n in t if n not in grads]:
+                _, _, (b1, b2) = hyper[name]
+                t[name] += 1
+                m[name] = (1 - b1) * m[name]
+                v[name] = (1 - b2) * v[name]
         for name, grad in grads.items():
             lr, wd, (b1, b2) = hyper[name]
             g = omega * grad / norm
@@ -162,6 +173,81 @@ def test_matches_numpy_reference(bias_correction):
             state['exp_avg_sq'].numpy(), v[name], rtol=1e-10, atol=1e-16
         )
     assert opt.current_task is None  # consumed by the last step
+
+
+@pytest.mark.parametrize('bias_correction', [False, True])
+def test_untouched_decay_matches_numpy_reference(bias_correction):
+    """``untouched='decay'`` over the 10 steps of 3 tasks: each head misses
+    most steps, ``bias`` one step in three."""
+    values, steps = _init_values(), _steps()
+    params = _torch_params(values)
+    opt = _optimizer(
+        params, bias_correction=bias_correction, untouched='decay'
+    )
+    for task, grads in steps:
+        _set_grads(params, grads)
+        opt.set_task(task)
+        opt.step()
+    ref, m, v, t = _numpy_mt_adamw(
+        values, steps, bias_correction, untouched='decay'
+    )
+    skip, _, _, t_skip = _numpy_mt_adamw(values, steps, bias_correction)
+    for name, p in params.items():
+        np.testing.assert_allclose(
+            p.detach().numpy(), ref[name], rtol=0, atol=1e-10, err_msg=name
+        )
+        state = opt.state[p]
+        assert state['step'] == t[name]
+        np.testing.assert_allclose(
+            state['exp_avg'].numpy(), m[name], rtol=1e-10, atol=1e-14
+        )
+        np.testing.assert_allclose(
+            state['exp_avg_sq'].numpy(), v[name], rtol=1e-10, atol=1e-16
+        )
+    # the shared ``w`` has a gradient at every step: both modes agree on it;
+    # every head's count runs from its first step on, not its own steps
+    np.testing.assert_allclose(ref['w'], skip['w'], rtol=0, atol=1e-12)
+    assert t['w'] == t_skip['w'] == len(TASKS)
+    first = {n: min(i for i, (_, g) in enumerate(steps) if n in g) for n in t}
+    for name in ('head_a', 'head_b', 'head_c', 'bias'):
+        assert t[name] == len(TASKS) - first[name] > t_skip[name]
+        assert not np.allclose(ref[name], skip[name])
+
+
+def test_untouched_decay_keeps_the_value_and_skips_weight_decay():
+    values, steps = _init_values(), _steps()
+    params = _torch_params(values)
+    opt = _optimizer(params, untouched='decay')
+    _set_grads(params, steps[1][1])  # task b
+    opt.set_task('b')
+    opt.step()
+    before = params['head_b'].detach().clone()
+    state = copy.deepcopy(opt.state[params['head_b']])
+    _set_grads(params, dict(w=np.ones(SHAPES['w']), head_a=[1.0, -1.0]))
+    opt.set_task('a')
+    opt.step()
+    assert torch.equal(params['head_b'], before)  # weight decay 0.1 too
+    after = opt.state[params['head_b']]
+    b1, b2 = GROUPS[1][3]
+    assert after['step'] == 2
+    torch.testing.assert_close(after['exp_avg'], (1 - b1) * state['exp_avg'])
+    torch.testing.assert_close(
+        after['exp_avg_sq'], (1 - b2) * state['exp_avg_sq']
+    )
+    assert params['head_c'] not in opt.state  # never stepped: no state
+
+
+def test_untouched_is_checked_and_old_states_load():
+    params = _torch_params(_init_values())
+    with pytest.raises(ValueError, match='untouched must be one of'):
+        _optimizer(params, untouched='zero')
+    opt = _optimizer(params)
+    saved = opt.state_dict()
+    for group in saved['param_groups']:
+        del group['untouched']  # saved before the option existed
+    fresh = _optimizer(params, untouched='decay')
+    fresh.load_state_dict(saved)
+    assert [g['untouched'] for g in fresh.param_groups] == ['skip', 'skip']
 
 
 # 3 -------------------------------------------------------------------------

@@ -34,8 +34,23 @@ Where the paper is silent, we chose:
   update, ``p *= 1 - lr * weight_decay``), and only to parameters that have
   a gradient in this step.
 - Parameters without a gradient in a step (``p.grad is None``: another
-  task's head) are left untouched: value, moments and step count. A zero
-  tensor gradient is a gradient (moments decay, weight decay applies).
+  task's head) follow ``untouched``. With ``'skip'`` (the default) they are
+  left as they are: value, moments and step count. Then a parameter that
+  only task :math:`k` touches sees its moments decay only on task
+  :math:`k`'s steps and settles at :math:`m = \hat g / s_k`,
+  :math:`n = \hat g^2 / s_k`: its update is :math:`1/\sqrt{s_k}` times
+  AdamW's (2.24x at :math:`s_k = 0.2`), bias correction or not. With
+  ``'decay'`` its value stays (no update, no weight decay) but its moments
+  decay as for a zero gradient, :math:`m \leftarrow (1 - \beta_1) m`,
+  :math:`n \leftarrow (1 - \beta_2) n`, and its step count advances, so
+  that bias correction counts every step its moments decayed (a frozen
+  count would leave the corrected :math:`n \approx \hat g^2 / s_k` early
+  on: updates :math:`\sqrt{s_k}` of AdamW's). The moments then average
+  over all steps, the :math:`1/s_k` of the update balancing the steps
+  without a gradient, as the paper's derivation assumes. A parameter that
+  never had a gradient has no state and nothing to decay in either mode.
+  A zero tensor gradient is a gradient (moments decay, weight decay
+  applies).
 - Bias correction is off (the paper's equations). With
   ``bias_correction=True``, :math:`m / (1 - (1 - \beta_1)^t)` and
   :math:`n / (1 - (1 - \beta_2)^t)` replace :math:`m` and :math:`n` in
@@ -80,6 +95,7 @@ from mmengine.optim import OptimWrapper
 from torch.optim import Optimizer
 
 ParamsT = Union[Iterable[torch.Tensor], Iterable[dict]]
+UNTOUCHED = ('skip', 'decay')
 
 
 @OPTIMIZERS.register_module()
@@ -102,6 +118,10 @@ class MTAdamW(Optimizer):
         weight_decay (float): decoupled weight decay :math:`\lambda`.
         bias_correction (bool): divide the moments by
             :math:`1 - (1 - \beta)^t` (``t``: this parameter's steps).
+        untouched (str): what a step does to a parameter without a
+            gradient that has state: ``'skip'`` (nothing) or ``'decay'``
+            (its moments decay and its step count advances; its value
+            stays). See the module documentation.
 
     Raises:
         ValueError: a bad hyper-parameter, a task weight of a task without
@@ -118,7 +138,13 @@ class MTAdamW(Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         bias_correction: bool = False,
+        untouched: str = 'skip',
     ) -> None:
+        if untouched not in UNTOUCHED:
+            raise ValueError(
+                f'MTAdamW.untouched must be one of {UNTOUCHED}, got '
+                f'{untouched!r}'
+            )
         self.task_ratios = self._check_ratios(task_ratios)
         self.task_weights = self._check_weights(task_weights, task_ratios)
         self._task: Optional[str] = None
@@ -131,6 +157,7 @@ class MTAdamW(Optimizer):
             eps=eps,
             weight_decay=weight_decay,
             bias_correction=bias_correction,
+            untouched=untouched,
         )
         super().__init__(params, defaults)
 
@@ -169,6 +196,12 @@ class MTAdamW(Optimizer):
                 )
         return {t: float(task_weights.get(t, 1.0)) for t in task_ratios}
 
+    def __setstate__(self, state: dict) -> None:
+        # optimizer state saved before ``untouched`` existed: today's default
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault('untouched', 'skip')
+
     def add_param_group(self, param_group: dict) -> None:
         """Add a group (torch's), then check its hyper-parameters."""
         super().add_param_group(param_group)
@@ -176,6 +209,11 @@ class MTAdamW(Optimizer):
         for key in ('lr', 'eps', 'weight_decay'):
             if not group[key] >= 0:
                 raise ValueError(f'MTAdamW: {key} must be >= 0')
+        if group['untouched'] not in UNTOUCHED:
+            raise ValueError(
+                f'MTAdamW: untouched must be one of {UNTOUCHED}, got '
+                f'{group["untouched"]!r}'
+            )
         if len(group['betas']) != 2:
             raise ValueError('MTAdamW: betas must be (beta1, beta2)')
         for i, beta in enumerate(group['betas'], 1):
@@ -298,8 +336,15 @@ class MTAdamW(Optimizer):
         for group in self.param_groups:
             beta1, beta2 = group['betas']
             lr, eps, wd = group['lr'], group['eps'], group['weight_decay']
+            decay = group['untouched'] == 'decay'
             for p in group['params']:
                 if p.grad is None:
+                    state = self.state.get(p)
+                    if decay and state:
+                        # a zero gradient's moment update; value unchanged
+                        state['step'] += 1
+                        state['exp_avg'].mul_(1 - beta1)
+                        state['exp_avg_sq'].mul_(1 - beta2)
                     continue
                 grad = p.grad
                 if grad.is_sparse:
