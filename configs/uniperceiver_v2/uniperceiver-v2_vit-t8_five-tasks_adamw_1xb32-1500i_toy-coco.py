@@ -13,3 +13,16 @@ model = dict(
     proposer=dict(sync_normalizers=True),
 )
 train_cfg = dict(strategy='unmixed')
+# logging only (it reads the parameters; added after the published runs,
+# whose numbers it does not change): each step's update RMS / lr, as the
+# MT-AdamW 'decay' arm logs it, to set that arm's matched lr
+custom_hooks = [
+    dict(
+        type='UpdateSizeHook',
+        sets=dict(
+            shared=r'^(backbone|decoder|text_encoder|image_proj|text_proj|'
+            r'global_tokens)\.',
+            proposal=r'^(proposer|proposal_tokens|sem_proj)\.',
+        ),
+    )
+]
