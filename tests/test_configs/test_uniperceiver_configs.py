@@ -84,11 +84,16 @@ def _differ(a: str, b: str) -> set:
 def test_optimizer_arm_sits_between_the_pair():
     """unmixed + gather + AdamW: the mixed baseline but for the sampling
     (and its collectives), the unmixed config but for the optimizer."""
-    assert _differ(MIXED, ADAMW) == {
+    assert _differ(MIXED, ADAMW) - {'custom_hooks'} == {
         'train_cfg.strategy',
         'model.tasks.retrieval.gather',
         'model.proposer.sync_normalizers',
     }
+    # the one other difference only logs (the update sizes of issue 30)
+    assert Config.fromfile(MIXED).custom_hooks == []
+    assert [h['type'] for h in Config.fromfile(ADAMW).custom_hooks] == [
+        'UpdateSizeHook'
+    ]
     rest = _differ(UNMIXED, ADAMW) - {
         'custom_hooks',
         # unset in the unmixed config: the default, True
